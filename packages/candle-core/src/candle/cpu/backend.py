@@ -16,6 +16,7 @@ from ..backend import Backend
 from ..device import Device
 from ..dtype import DType, bfloat16, float16, float32, float64, uint8
 from ..errors import DimError, DTypeError, UnsupportedError
+from .conv import ConvKernels
 from .special import erf as _erf
 
 # numpy reports float overflow / invalid values as warnings; PyTorch is silent, so are we.
@@ -65,7 +66,7 @@ _CMP = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, 
 _REDUCE = {"sum": np.add.reduce, "max": np.maximum.reduce, "min": np.minimum.reduce, "prod": np.multiply.reduce}
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(ConvKernels, Backend):
     """candle's reference backend, on numpy."""
 
     name = "cpu"

@@ -4,6 +4,7 @@ and calls the device's backend. Grouped by kind; everything is re-exported here.
 from ._base import norm_dim
 from .activation import log_softmax, softmax
 from .convert import dlpack_device, format_tensor, from_dlpack, to
+from .conv import *  # noqa: F403
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, normal, ones,
                        ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, uniform, zeros,
                        zeros_like)
