@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .. import autograd as ag
 from ..device import Device
 from ..dtype import DType
-from ..errors import DeviceError, DTypeError, DimError, ShapeError, fmt_shape
+from ..errors import DeviceError, DimError, DTypeError, ShapeError, fmt_shape
 from ..tensor import Tensor
 
 Shape = tuple[int, ...]
@@ -23,11 +24,11 @@ def like(x: Tensor, data: Any, shape: Shape, dtype: DType | None = None) -> Tens
 
 def norm_dim(dim: int, ndim: int, op: str) -> int:
     """A non-negative dim, or a DimError naming the op."""
-    d = dim + ndim if dim < 0 else dim
-    if not 0 <= d < max(ndim, 1) or (ndim == 0 and dim not in (0, -1)):
-        lo, hi = -max(ndim, 1), max(ndim, 1) - 1
-        raise DimError(f"dim {dim} out of range in {op} for a tensor of {ndim} dims (expected {lo}..{hi})")
-    return d if ndim else 0
+    n = ndim or 1  # a 0-d tensor accepts dim 0 and -1, like PyTorch
+    d = dim + n if dim < 0 else dim
+    if not 0 <= d < n:
+        raise DimError(f"dim {dim} out of range in {op} for a tensor of {ndim} dims (expected {-n}..{n - 1})")
+    return d
 
 
 def norm_dims(dims: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:

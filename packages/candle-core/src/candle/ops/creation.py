@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .. import random as _random
 from ..device import Device, as_device
@@ -71,7 +72,10 @@ def tensor(data: Any, dtype: DType | str | None = None, device: Device | str | N
         from .convert import from_dlpack
 
         return tensor(from_dlpack(data), dtype, device, requires_grad)
-    arr = np.array(data, copy=True)
+    try:
+        arr = np.array(data, copy=True)
+    except ValueError as e:
+        raise DTypeError(f"tensor: cannot build a tensor from ragged or non-numeric data ({e})") from e
     if arr.dtype.kind == "O":
         raise DTypeError(f"tensor: cannot build a tensor from {type(data).__name__} (ragged or non-numeric data)")
     if not isinstance(data, np.ndarray) and arr.dtype.kind == "f":
@@ -86,7 +90,7 @@ def tensor(data: Any, dtype: DType | str | None = None, device: Device | str | N
         arr = arr.astype(target.numpy)
     dev = as_device(device)
     _check_dtype(target, dev)
-    return _new(dev.backend.from_numpy(np.ascontiguousarray(arr), target), tuple(arr.shape), target, dev,
+    return _new(dev.backend.from_numpy(arr, target), tuple(arr.shape), target, dev,
                 requires_grad)
 
 
@@ -203,7 +207,7 @@ def eye(n: int, m: int | None = None, dtype: DType | str | None = None, device: 
     return out.requires_grad_(True) if requires_grad else out
 
 
-def _random(kind: str, shape: tuple[int, ...], a: float, b: float, dtype: DType | str | None,
+def _sample(kind: str, shape: tuple[int, ...], a: float, b: float, dtype: DType | str | None,
             device: Device | str | None, generator: _random.Generator | None, requires_grad: bool) -> Tensor:
     dt = _float_or(dtype)
     if not dt.is_floating_point:
@@ -219,23 +223,23 @@ def _random(kind: str, shape: tuple[int, ...], a: float, b: float, dtype: DType 
 def rand(*size: Any, dtype: DType | str | None = None, device: Device | str | None = None,
          generator: _random.Generator | None = None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1)."""
-    return _random("rand", _shape_arg(size), 0.0, 1.0, dtype, device, generator, requires_grad)
+    return _sample("rand", _shape_arg(size), 0.0, 1.0, dtype, device, generator, requires_grad)
 
 
 def randn(*size: Any, dtype: DType | str | None = None, device: Device | str | None = None,
           generator: _random.Generator | None = None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples."""
-    return _random("randn", _shape_arg(size), 0.0, 1.0, dtype, device, generator, requires_grad)
+    return _sample("randn", _shape_arg(size), 0.0, 1.0, dtype, device, generator, requires_grad)
 
 
 def uniform(size: Sequence[int], low: float, high: float, dtype: DType | str | None = None,
             device: Device | str | None = None, generator: _random.Generator | None = None) -> Tensor:
-    return _random("rand", _shape_arg((tuple(size),)), low, high, dtype, device, generator, False)
+    return _sample("rand", _shape_arg((tuple(size),)), low, high, dtype, device, generator, False)
 
 
 def normal(size: Sequence[int], mean: float, std: float, dtype: DType | str | None = None,
            device: Device | str | None = None, generator: _random.Generator | None = None) -> Tensor:
-    return _random("randn", _shape_arg((tuple(size),)), mean, std, dtype, device, generator, False)
+    return _sample("randn", _shape_arg((tuple(size),)), mean, std, dtype, device, generator, False)
 
 
 def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: DType | str | None = None,
@@ -245,7 +249,7 @@ def randint(low: int, high: int | None = None, size: Sequence[int] = (), dtype: 
         low, high = 0, low
     if high <= low:
         raise ShapeError(f"randint: empty range [{low}, {high})")
-    u = _random("rand", _shape_arg((tuple(size),)), 0.0, 1.0, float64, device, generator, False)
+    u = _sample("rand", _shape_arg((tuple(size),)), 0.0, 1.0, float64, device, generator, False)
     from .elementwise import clamp, floor
 
     v = clamp(floor(u * (high - low) + low), low, high - 1)

@@ -4,7 +4,8 @@ scalars, comparisons, `where` and casts, each with its gradient rule."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..dtype import DType, as_dtype, get_default_dtype, promote, scalar_result, uint8
 from ..errors import DTypeError

@@ -3,14 +3,25 @@ copies, and `__getitem__`/`__setitem__` with ints, slices, None, Ellipsis and in
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .. import autograd as ag
 from ..dtype import int64, promote, uint8
 from ..errors import DimError, DTypeError, GradError, ShapeError, fmt_shape
 from ..tensor import Tensor
-from ._base import (broadcast_shapes, check_index, like, needs_grad, norm_dim, numel, record, same_device,
-                    scalar_tensor, zeros_of)
+from ._base import (
+    broadcast_shapes,
+    check_index,
+    like,
+    needs_grad,
+    norm_dim,
+    numel,
+    record,
+    same_device,
+    scalar_tensor,
+    zeros_of,
+)
 from .elementwise import add, cast, lt, mul, where
 from .shape import expand, flatten, narrow, permute, reshape, slice_view, unsqueeze
 
@@ -24,23 +35,29 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     ts = list(tensors)
     if not ts:
         raise ShapeError("cat: expected a non-empty sequence of tensors")
+    ref = ts[0]
+    if not isinstance(ref, Tensor):
+        raise DTypeError(f"cat: expected Tensors, got {type(ref).__name__}")
+    shape0 = ref._shape
+    d = norm_dim(dim, len(shape0), "cat")
+    rest = shape0[:d] + shape0[d + 1:]
+    dtype, dev, total = ref._dtype, ref._device, 0
     for t in ts:
         if not isinstance(t, Tensor):
             raise DTypeError(f"cat: expected Tensors, got {type(t).__name__}")
-    same_device("cat", *ts)
-    ref = ts[0]
-    d = norm_dim(dim, ref.ndim, "cat")
-    for t in ts[1:]:
-        if t.ndim != ref.ndim or any(a != b for i, (a, b) in enumerate(zip(t._shape, ref._shape)) if i != d):
+        s = t._shape
+        if len(s) != len(shape0) or s[:d] + s[d + 1:] != rest:
             shapes = ", ".join(fmt_shape(x._shape) for x in ts)
             raise ShapeError(f"shape mismatch in cat along dim {d}: {shapes}")
-    dtype = ref._dtype
-    for t in ts[1:]:
-        dtype = promote(dtype, t._dtype)
-    ts = [cast(t, dtype) for t in ts]
+        if t._device is not dev:
+            same_device("cat", *ts)
+        if t._dtype is not dtype:
+            dtype = promote(dtype, t._dtype)
+        total += s[d]
     if len(ts) == 1:
         return ts[0]
-    shape = ref._shape[:d] + (sum(t._shape[d] for t in ts),) + ref._shape[d + 1:]
+    ts = [cast(t, dtype) for t in ts] if any(t._dtype is not dtype for t in ts) else ts
+    shape = shape0[:d] + (total,) + shape0[d + 1:]
     out = like(ref, ref._backend.cat([t._data for t in ts], [t._shape for t in ts], d, dtype), shape, dtype)
     if needs_grad(*ts):
         sizes = [t._shape[d] for t in ts]
@@ -259,16 +276,29 @@ def _nonzero(mask: Tensor) -> list[Tensor]:
 
 def getitem(x: Tensor, index: Any) -> Tensor:
     """`x[index]` with PyTorch/numpy semantics for ints, slices, None, ..., integer tensors and masks."""
-    if isinstance(index, int) and x.ndim:  # the common fast path
-        n = x._shape[0]
-        i = index + n if index < 0 else index
-        if not 0 <= i < n:
-            raise DimError(f"index {index} is out of range for dim 0 of size {n} (shape {fmt_shape(x._shape)})")
-        specs = [(i, i + 1, 1)] + [(0, s, 1) for s in x._shape[1:]]
-        return reshape(slice_view(x, specs), x._shape[1:])
+    items = index if type(index) is tuple else (index,)
+    if len(items) <= len(x._shape):  # fast path: ints and slices only
+        specs: list[tuple[int, int, int]] = []
+        out_shape: list[int] = []
+        for d, it in enumerate(items):
+            n = x._shape[d]
+            if type(it) is slice and (it.step is None or it.step > 0):
+                a, b, c = it.indices(n)
+                specs.append((a, max(a, b), c))
+                out_shape.append(len(range(a, b, c)))
+            elif type(it) is int and -n <= it < n:
+                i = it + n if it < 0 else it
+                specs.append((i, i + 1, 1))
+            else:
+                break
+        else:
+            for n in x._shape[len(items):]:
+                specs.append((0, n, 1))
+                out_shape.append(n)
+            return reshape(slice_view(x, specs), tuple(out_shape))
     items = _expand_index(x, index)
-    specs: list[tuple[int, int, int]] = []
-    out_shape: list[int] = []
+    specs = []
+    out_shape = []
     adv: list[tuple[int, Tensor]] = []  # (dim in the basic result, index tensor)
     d = 0
     for it in items:

@@ -4,7 +4,8 @@ prod, all/any) and cumulative sums, with their gradient rules."""
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..dtype import DType, as_dtype, int64, uint8
 from ..errors import DTypeError, ShapeError, fmt_shape

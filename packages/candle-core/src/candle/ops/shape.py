@@ -3,7 +3,8 @@ storage with their input; each op's gradient maps the output's grad back to the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ShapeError, fmt_shape
 from ..tensor import Tensor
@@ -15,7 +16,10 @@ Spec = tuple[int, int, int]
 def _shape_args(shape: tuple[Any, ...]) -> tuple[int, ...]:
     if len(shape) == 1 and not isinstance(shape[0], int):
         shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
+    for s in shape:
+        if type(s) is not int:
+            return tuple(int(v) for v in shape)
+    return shape
 
 
 def infer_shape(shape: tuple[int, ...], n: int, op: str, src: tuple[int, ...]) -> tuple[int, ...]:
@@ -59,9 +63,11 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
     new = _shape_args(shape)
     if new == x._shape:
         return x
-    new = infer_shape(new, x.numel(), "reshape", x._shape)
-    if new == x._shape:
-        return x
+    n = numel(x._shape)
+    if -1 in new or numel(new) != n:
+        new = infer_shape(new, n, "reshape", x._shape)
+        if new == x._shape:
+            return x
     out = like(x, x._backend.reshape(x._data, x._shape, new), new)
     if needs_grad(x):
         src = x._shape
@@ -83,8 +89,9 @@ def permute(x: Tensor, *dims: Any) -> Tensor:
     ds = _shape_args(dims)
     if len(ds) != x.ndim:
         raise ShapeError(f"permute: expected {x.ndim} dims for shape {fmt_shape(x._shape)}, got {list(ds)}")
-    ds = tuple(norm_dim(d, x.ndim, "permute") for d in ds)
-    if sorted(ds) != list(range(x.ndim)):
+    nd = len(x._shape)
+    ds = tuple(d + nd if d < 0 else d for d in ds)
+    if sorted(ds) != list(range(nd)):
         raise ShapeError(f"permute: dims {list(ds)} are not a permutation of 0..{x.ndim - 1}")
     if ds == tuple(range(x.ndim)):
         return x
@@ -100,10 +107,14 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
     if x.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return x
-    d0, d1 = norm_dim(dim0, x.ndim, "transpose"), norm_dim(dim1, x.ndim, "transpose")
+    nd = len(x._shape)
+    d0 = dim0 + nd if dim0 < 0 else dim0
+    d1 = dim1 + nd if dim1 < 0 else dim1
+    if not (0 <= d0 < nd and 0 <= d1 < nd):
+        norm_dim(dim0, nd, "transpose"), norm_dim(dim1, nd, "transpose")
     if d0 == d1:
         return x
-    p = list(range(x.ndim))
+    p = list(range(nd))
     p[d0], p[d1] = p[d1], p[d0]
     return permute(x, p)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,24 @@ def composed_only() -> Iterator[None]:
         yield
     finally:
         fused_state.enabled = prev
+
+
+@contextlib.contextmanager
+def _on(device: str) -> Iterator[None]:
+    """New tensors (creation ops in a case) land on `device`."""
+    from .. import device as _dev
+
+    prev = _dev._default
+    _dev.set_default_device(device)
+    try:
+        yield
+    finally:
+        _dev._default = prev
+
+
+def _run(case: OpCase, device: str, inputs: list[Any]) -> list[Any]:
+    with _on(device):
+        return _flat(case.fn(candle, *inputs))
 
 
 def _rng(case: OpCase, dtype: str, salt: str = "") -> np.random.Generator:
@@ -84,7 +103,7 @@ def to_candle(a: np.ndarray, dtype: str, device: str, grad: bool) -> candle.Tens
 def to_torch(a: np.ndarray, dtype: str, grad: bool) -> Any:
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(a)).to(getattr(torch, _TORCH_DTYPES[dtype]))
+    t = torch.from_numpy(np.array(a, copy=True)).to(getattr(torch, _TORCH_DTYPES[dtype]))
     return t.requires_grad_(True) if grad else t
 
 
@@ -121,11 +140,11 @@ def run_forward(case: OpCase, dtype: str, device: str) -> None:
     cs, ts, dts = _inputs(case, dtype, device, grad=False)
     with torch.no_grad():
         ref = _flat(case.fn(torch, *ts))
-    out = _flat(case.fn(candle, *cs))
+    out = _run(case, device, cs)
     _compare(case, dtype, out, ref, dts, "forward", device)
     if case.fused:
         with composed_only():
-            composed = _flat(case.fn(candle, *cs))
+            composed = _run(case, device, cs)
         _compare(case, dtype, composed, ref, dts, "forward (composed)", device)
         for f, c in zip(out, composed):
             r, a = case.tol.get(dtype, TOLERANCES[dtype])
@@ -158,7 +177,7 @@ def run_backward(case: OpCase, dtype: str, device: str) -> None:
     ref = _flat(case.fn(__import__("torch"), *ts))[0]
     w = _loss_weights(case, dtype, tuple(ref.shape))
     (ref * to_torch(w, dtype, False)).sum().backward()
-    out = _flat(case.fn(candle, *cs))[0]
+    out = _run(case, device, cs)[0]
     (out * to_candle(w, dtype, device, False)).sum().backward()
     r, a = case.grad_tol.get(dtype, GRAD_TOLERANCES[dtype])
     for i, (c, t) in enumerate(zip(cs, ts)):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FLOATS = ("f32", "f64", "f16", "bf16")
 INTS = ("i64", "u8", "u32")

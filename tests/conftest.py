@@ -1,0 +1,31 @@
+"""Test-run policy: a backend named in $CANDLE_TEST_BACKENDS that did not load fails the run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import candle
+
+
+def requested_backends() -> list[str]:
+    raw = os.environ.get("CANDLE_TEST_BACKENDS", "")
+    return [b.strip() for b in raw.split(",") if b.strip()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    infos = {i.name: i for i in candle.backends()}
+    missing = []
+    for name in requested_backends():
+        info = infos.get(name)
+        if info is None or info.state != "available":
+            why = "not installed" if info is None else f"{info.state}: {info.reason}"
+            missing.append(f"{name} ({why})")
+    if missing:
+        raise pytest.UsageError("backends requested in $CANDLE_TEST_BACKENDS did not load: " + "; ".join(missing))
+
+
+def available_devices() -> list[str]:
+    """Every available backend's first device (the conformance kit runs on each)."""
+    return [i.name for i in candle.backends() if i.state == "available"]
