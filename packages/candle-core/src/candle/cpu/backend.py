@@ -18,6 +18,8 @@ from ..device import Device
 from ..dtype import DType, bfloat16, float16, float32, float64, uint8
 from ..errors import DimError, DTypeError, UnsupportedError
 from .conv import ConvKernels
+from .fused_attention import AttentionKernels
+from .fused_norm import NormKernels
 from .special import erf as _erf
 
 # numpy reports float overflow / invalid values as warnings; PyTorch is silent, so are we.
@@ -67,7 +69,7 @@ _CMP = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, 
 _REDUCE = {"sum": np.add.reduce, "max": np.maximum.reduce, "min": np.minimum.reduce, "prod": np.multiply.reduce}
 
 
-class NumpyBackend(ConvKernels, Backend):
+class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
     """candle's reference backend, on numpy."""
 
     name = "cpu"
