@@ -9,10 +9,29 @@ from __future__ import annotations
 from . import autograd, dtype, errors, ops
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, default_device, set_default_device
-from .dtype import (DType, bfloat16, float16, float32, float64, get_default_dtype, int64, set_default_dtype, uint8,
-                    uint32)
-from .errors import (BackendUnavailableError, CandleError, DeviceError, DimError, DTypeError, FileFormatError,
-                     GradError, ShapeError, UnsupportedError)
+from .dtype import (
+    DType,
+    bfloat16,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    int64,
+    set_default_dtype,
+    uint8,
+    uint32,
+)
+from .errors import (
+    BackendUnavailableError,
+    CandleError,
+    DeviceError,
+    DimError,
+    DTypeError,
+    FileFormatError,
+    GradError,
+    ShapeError,
+    UnsupportedError,
+)
 from .ops import *  # noqa: F403
 from .random import Generator, manual_seed, seed
 from .registry import BackendInfo

@@ -8,7 +8,8 @@ run with grad mode off: higher-order gradients are not supported.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import GradError, fmt_shape
 

@@ -19,7 +19,8 @@ Conventions:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,11 +45,20 @@ FUSED_KERNELS: dict[str, str] = {
     "softmax_last_dim": "(x, dtype) -> softmax over the last dim",
     "log_softmax_last_dim": "(x, dtype) -> log_softmax over the last dim",
     "cumsum": "(x, dim, dtype) -> inclusive cumulative sum along dim",
-    "conv2d": "(x, w, shape_x, shape_w, stride, padding, dilation, groups, dtype) -> NCHW output",
-    "conv_transpose2d": "(x, w, shape_x, shape_w, stride, padding, output_padding, dilation, groups, dtype)",
-    "max_pool2d": "(x, shape, kernel, stride, padding, dilation, dtype) -> (values, flat i64 indices)",
-    "avg_pool2d": "(x, shape, kernel, stride, padding, count_include_pad, dtype)",
-    "upsample_nearest2d": "(x, shape, out_h, out_w, dtype)",
+    # convolutions and pooling: contiguous NCHW inputs; stride, padding, dilation, kernel, output_padding
+    # are (h, w) pairs of ints; no bias (core adds it); core validated every size
+    "conv2d": "(x, w, shape_x, shape_w, stride, padding, dilation, groups, dtype) -> [N, O, Ho, Wo] "
+              "cross-correlation of x [N, C, H, W] (zero padding) with w [O, C/groups, kh, kw]",
+    "conv_transpose2d": "(x, w, shape_x, shape_w, stride, padding, output_padding, dilation, groups, dtype) -> "
+                        "[N, O, Ho, Wo], the adjoint of conv2d, w [C, O/groups, kh, kw], "
+                        "Ho = (H-1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1",
+    "max_pool2d": "(x, shape, kernel, stride, padding, dilation, dtype) -> (values, int64 indices into the "
+                  "flattened H*W plane): per window the first maximum in scan order (the last NaN if any), "
+                  "padding never wins, a window of only the dtype's lowest value gives its first input element",
+    "avg_pool2d": "(x, shape, kernel, stride, padding, count_include_pad, dtype) -> window sums (zero padding) "
+                  "divided by kh*kw, or by the number of input elements when count_include_pad is False",
+    "upsample_nearest2d": "(x, shape, out_h, out_w, dtype) -> x[:, :, ih][:, :, :, iw] with PyTorch's nearest "
+                          "rule: src = min(floor(dst * float32(in / out)), in - 1)",
 }
 
 

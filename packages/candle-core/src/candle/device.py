@@ -31,14 +31,16 @@ class Device:
             return spec
         if not isinstance(spec, str):
             spec = str(spec)  # torch.device and the like
-        name, _, idx = spec.strip().lower().partition(":")
-        if idx:
+        name, colon, idx = spec.strip().lower().partition(":")
+        if colon:
             if index is not None:
                 raise DeviceError(f"device {spec!r} already names an index; got index={index} too")
-            if not idx.isdigit():
+            if not (idx.isascii() and idx.isdigit()):
                 raise DeviceError(f"bad device string {spec!r}: expected 'type' or 'type:N', e.g. 'cuda:0'")
             index = int(idx)
-        if not name or not name.replace("_", "").isalnum():
+        elif index is not None and (type(index) is not int or index < 0):
+            raise DeviceError(f"bad device index {index!r} for {spec!r}: expected a non-negative int")
+        if not (name.isascii() and name[:1].isalpha() and name.replace("_", "").isalnum()):
             raise DeviceError(f"bad device string {spec!r}: expected 'type' or 'type:N', e.g. 'cuda:0'")
         if name == "auto":
             return default_device() if index is None else Device(_best_type(), index)
@@ -64,7 +66,7 @@ class Device:
         return f"device(type='{self.type}', index={self.index})"
 
     def __str__(self) -> str:
-        return self.type if self.type == "cpu" else f"{self.type}:{self.index}"
+        return self.type if self.type == "cpu" and self.index == 0 else f"{self.type}:{self.index}"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):

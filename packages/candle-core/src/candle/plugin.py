@@ -23,8 +23,9 @@ A plugin is a module named by an entry point in the group `candle.backends`::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 

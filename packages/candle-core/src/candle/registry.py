@@ -52,8 +52,24 @@ def _disabled() -> set[str]:
     return {p.strip().lower() for p in raw.split(",") if p.strip()}
 
 
+_pending: list[str] = []
+
+
 def _warn(msg: str) -> None:
-    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    """Queue a warning; `_flush_warnings` emits it once the registry's state is consistent."""
+    _pending.append(msg)
+
+
+def _flush_warnings() -> None:
+    """Emit queued warnings at the first frame outside candle (so they point at user code)."""
+    import sys
+
+    pkg = os.path.dirname(__file__) + os.sep
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    while _pending:
+        warnings.warn(_pending.pop(0), RuntimeWarning, stacklevel=level)
 
 
 def register_plugin(plugin: Any, name: str) -> None:
@@ -116,6 +132,7 @@ def _discover() -> dict[str, BackendInfo]:
                 continue
             infos[spec.name] = BackendInfo(spec.name, plugin_name, "unprobed", priority=spec.priority, spec=spec)
     _infos = infos
+    _flush_warnings()
     return infos
 
 
@@ -139,6 +156,7 @@ def _probe(info: BackendInfo, warn: bool) -> BackendInfo:
 def backends() -> list[BackendInfo]:
     """Every backend plugin found, probed, with its state and the reason when it cannot run."""
     infos = [_probe(i, warn=True) for i in _discover().values()]
+    _flush_warnings()
     return sorted(infos, key=lambda i: (-i.priority, i.name)) + list(_plugin_failures)
 
 

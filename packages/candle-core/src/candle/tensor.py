@@ -6,7 +6,8 @@ dtype rules and the gradient rule of the op live.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import autograd as _ag
 from .device import Device

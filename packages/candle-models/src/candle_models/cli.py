@@ -1,0 +1,157 @@
+"""The `candle` command line.
+
+    candle backends            every backend plugin found, its state and why it cannot run
+    candle demo [--device D]   a short real run: linear regression with autograd + SGD, matmul + softmax
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:8.4f}" for v in values) + "]"
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    import candle
+
+    # a failing plugin warns once when discovered; here the table says it all, so keep stderr clean
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        infos = candle.backends()
+    env_device = os.environ.get("CANDLE_DEVICE", "")
+    try:
+        default = str(candle.default_device())
+    except candle.CandleError as e:
+        default = f"invalid ($CANDLE_DEVICE={env_device!r}: {e})"
+    print(f"candle {candle.__version__}; default device: {default}"
+          + (f" (from $CANDLE_DEVICE={env_device!r})" if env_device else ""))
+    disabled = os.environ.get("CANDLE_DISABLE_PLUGINS", "")
+    if disabled:
+        print(f"$CANDLE_DISABLE_PLUGINS={disabled!r}")
+    print()
+    width = max([len(i.name) for i in infos] + [7])
+    print(f"{'backend':<{width}}  {'state':<11}  {'priority':>8}  {'plugin':<16}  details")
+    for i in infos:
+        detail = f"{i.devices} device(s)" if i.state == "available" else i.reason
+        desc = getattr(i.spec, "description", "") if i.spec is not None else ""
+        if i.state == "available" and desc:
+            detail += f": {desc}"
+        print(f"{i.name:<{width}}  {i.state:<11}  {i.priority:>8}  {i.plugin:<16}  {detail}")
+    return 0
+
+
+def _linear_regression(candle, device, dtype, steps: int, seed: int) -> bool:  # noqa: ANN001
+    gen = candle.Generator(seed=seed)
+    n, d, lr = 256, 3, 0.1
+    true_w = candle.tensor([[2.0], [-3.4], [1.7]], dtype=dtype, device=device)
+    true_b = 4.2
+    x = candle.randn(n, d, dtype=dtype, device=device, generator=gen)
+    noise = candle.randn(n, 1, dtype=dtype, device=device, generator=gen) * 0.01
+    y = x @ true_w + true_b + noise
+
+    w = candle.zeros(d, 1, dtype=dtype, device=device, requires_grad=True)
+    b = candle.zeros(1, dtype=dtype, device=device, requires_grad=True)
+    print(f"linear regression: {n} samples, {d} features, y = Xw + b + noise; plain SGD, lr={lr}, {steps} steps")
+    first = last = float("nan")
+    for step in range(steps):
+        loss = ((x @ w + b - y) ** 2).mean()
+        loss.backward()
+        with candle.no_grad():
+            w.sub_(w.grad * lr)
+            b.sub_(b.grad * lr)
+        w.grad = None
+        b.grad = None
+        last = loss.item()
+        if step == 0:
+            first = last
+        if step % max(1, steps // 10) == 0 or step == steps - 1:
+            print(f"  step {step:4d}  loss {last:.6f}")
+    learnt_w = [row[0] for row in w.detach().tolist()]
+    print(f"  weights  true {_fmt([2.0, -3.4, 1.7])}  learnt {_fmt(learnt_w)}")
+    print(f"  bias     true {_fmt([true_b])}  learnt {_fmt(b.detach().tolist())}")
+    err = max(abs(a - t) for a, t in zip(learnt_w + b.detach().tolist(), [2.0, -3.4, 1.7, true_b], strict=True))
+    print(f"  max |learnt - true| = {err:.4f}; loss {first:.4f} -> {last:.6f}")
+    return last < first / 100
+
+
+def _softmax_matmul(candle, device, dtype, seed: int) -> bool:  # noqa: ANN001
+    import numpy as np
+
+    gen = candle.Generator(seed=seed + 1)
+    a = candle.randn(2, 4, dtype=dtype, device=device, generator=gen)
+    bm = candle.randn(4, 3, dtype=dtype, device=device, generator=gen)
+    p = (a @ bm).softmax(dim=-1)
+    logits = a.to(dtype=candle.float64).numpy() @ bm.to(dtype=candle.float64).numpy()
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    ref = e / e.sum(axis=-1, keepdims=True)
+    got = p.to(dtype=candle.float64).numpy()
+    diff = float(np.abs(got - ref).max())
+    print("softmax(A @ B) for A [2, 4], B [4, 3]:")
+    for row in p.tolist():
+        print(f"  {_fmt(row)}")
+    print(f"  rows sum to {_fmt(p.sum(dim=-1).tolist())}; argmax per row {p.argmax(dim=-1).tolist()}; "
+          f"max |candle - numpy| = {diff:.2e}")
+    return diff < (1e-5 if dtype in (candle.float32, candle.float64) else 1e-2)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import candle
+
+    try:
+        device = candle.Device(args.device) if args.device else candle.default_device()
+        dtype = getattr(candle, args.dtype)
+        print(f"candle {candle.__version__} demo on {device} ({dtype.name})")
+        t0 = time.perf_counter()
+        ok_fit = _linear_regression(candle, device, dtype, args.steps, args.seed)
+        ok_softmax = _softmax_matmul(candle, device, dtype, args.seed)
+    except candle.CandleError as e:
+        print(f"candle demo: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"done in {time.perf_counter() - t0:.2f} s")
+    if not ok_fit:
+        print("candle demo: the loss did not go down 100x", file=sys.stderr)
+    if not ok_softmax:
+        print("candle demo: softmax(A @ B) differs from numpy's", file=sys.stderr)
+    return 0 if ok_fit and ok_softmax else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="candle", description="candle: tensors with PyTorch's feel on pluggable "
+                                     "backends")
+    parser.add_argument("--version", action="version", version=f"candle-models {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("backends", help="list every backend plugin found, its state and the reason it cannot run")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("demo", help="a short real run: linear regression with autograd + SGD, matmul + softmax")
+    p.add_argument("--device", default=None, help="device to run on, e.g. cpu, cuda:0, opencl:0 "
+                   "(default: $CANDLE_DEVICE, else cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    p.add_argument("--steps", type=int, default=200, help="SGD steps (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
