@@ -53,7 +53,7 @@ def backends() -> list[BackendInfo]:
 
 def __getattr__(name: str):  # noqa: ANN202
     """Submodules with heavier imports load on first access (`candle.io`, `candle.testing`)."""
-    if name in ("io", "testing", "nn", "registry", "plugin", "backend", "cpu"):
+    if name in ("io", "testing", "nn", "optim", "utils", "checkpoint", "registry", "plugin", "backend", "cpu"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
@@ -62,4 +62,8 @@ def __getattr__(name: str):  # noqa: ANN202
         from . import io
 
         return getattr(io, name)
+    if name in ("save_checkpoint", "load_checkpoint"):
+        from . import checkpoint
+
+        return getattr(checkpoint, name)
     raise AttributeError(f"module 'candle' has no attribute {name!r}")

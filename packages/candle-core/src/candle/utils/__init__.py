@@ -1,0 +1,5 @@
+"""candle.utils: data loading (`candle.utils.data`)."""
+
+from . import data
+
+__all__ = ["data"]
