@@ -59,6 +59,21 @@ FUSED_KERNELS: dict[str, str] = {
                   "divided by kh*kw, or by the number of input elements when count_include_pad is False",
     "upsample_nearest2d": "(x, shape, out_h, out_w, dtype) -> x[:, :, ih][:, :, :, iw] with PyTorch's nearest "
                           "rule: src = min(floor(dst * float32(in / out)), in - 1)",
+    # attention: see candle.ops.attention for the exact conventions
+    "rope": "(x, cos, sin, shape_x, shape_cs, interleaved, dtype) -> [B, H, S, D] rotary embedding of x "
+            "[B, H, S, D] (any strides) with cos/sin [Bc, S, D/2] contiguous, Bc in {1, B}; pair (a, b) = "
+            "(x[i], x[i + D/2]), or (x[2i], x[2i+1]) if interleaved, becomes (a*cos - b*sin, b*cos + a*sin)",
+    "sdpa": "(q, k, v, mask, shape_q, shape_k, shape_v, shape_mask, mask_kind, scale, causal_offset, dtype) -> "
+            "[B, Hq, L, Ev] softmax(q k^T * scale + mask) v for q [B, Hq, L, E], k [B, Hk, S, E], v [B, Hk, S, Ev] "
+            "(any strides; Hk divides Hq, query head h uses kv head h // (Hq/Hk)); mask None or 4-d broadcastable "
+            "to [B, Hq, L, S], mask_kind 'bool' (uint8, non-zero = attend) or 'add' (dtype, added); "
+            "causal_offset None or n: query i sees keys j <= i + n; rows that see no key give zeros",
+    # normalisation: x (and a, b) contiguous arrays of `shape`; w, b vectors [shape[-1]] or None;
+    # float16/bfloat16 are expected to compute in float32 and round once
+    "rms_norm": "(x, w, shape, eps, dtype) -> x * rsqrt(mean(x * x over the last dim) + eps) * w",
+    "layer_norm": "(x, w, b, shape, eps, dtype) -> (x - mean) * rsqrt(var + eps) * w + b over the last dim "
+                  "(biased variance)",
+    "silu_mul": "(a, b, shape, dtype) -> silu(a) * b, the SwiGLU gate (a and b both of `shape`)",
 }
 
 
