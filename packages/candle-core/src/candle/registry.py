@@ -65,7 +65,7 @@ def _flush_warnings() -> None:
     import sys
 
     pkg = os.path.dirname(__file__) + os.sep
-    level, frame = 1, sys._getframe(1)
+    level, frame = 2, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(pkg):
         frame, level = frame.f_back, level + 1
     while _pending:

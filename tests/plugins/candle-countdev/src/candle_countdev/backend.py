@@ -46,8 +46,8 @@ def _counting(name: str, fn: Any) -> Any:
 def _kernel_names(cls: type) -> list[str]:
     names = set()
     for klass in cls.__mro__:
-        if klass is object or not issubclass(klass, Backend):
-            continue
+        if klass is object or not (issubclass(klass, Backend) or klass.__module__.startswith("candle.cpu.")):
+            continue  # the CPU backend's kernel mixins (conv, fused norm/attention) count too
         names.update(n for n, v in vars(klass).items() if not n.startswith("_") and callable(v)
                      and not isinstance(v, (staticmethod, classmethod)))
     return sorted(names - _NOT_KERNELS)
