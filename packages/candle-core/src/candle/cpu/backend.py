@@ -20,6 +20,7 @@ from ..errors import DimError, DTypeError, UnsupportedError
 from .conv import ConvKernels
 from .fused_attention import AttentionKernels
 from .fused_norm import NormKernels
+from .malloc import tune_malloc
 from .special import erf as _erf
 
 # numpy reports float overflow / invalid values as warnings; PyTorch is silent, so are we.
@@ -76,6 +77,7 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
 
     def __init__(self) -> None:
         self.device = Device("cpu")
+        tune_malloc()
 
     # --- transfer --------------------------------------------------------------------------------
     def from_numpy(self, array: np.ndarray, dtype: DType) -> np.ndarray:
