@@ -3,6 +3,7 @@ and calls the device's backend. Grouped by kind; everything is re-exported here.
 
 from ._base import norm_dim
 from .activation import log_softmax, softmax
+from .attention import causal_mask, rope, scaled_dot_product_attention
 from .conv import *  # noqa: F403
 from .convert import dlpack_device, format_tensor, from_dlpack, to
 from .creation import (

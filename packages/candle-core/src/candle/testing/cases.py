@@ -253,7 +253,9 @@ add(_c("mlp_graph", lambda m, x, w, b: ((x @ w + b).tanh() ** 2).mean(-1).softma
 add(_c("reuse_input", lambda m, x: x * x.exp() + x.sin() * x, X))
 add(_c("inplace_free_chain", lambda m, x: (x.transpose(0, 1)[1:] * 3).sum(0), X))
 
-# --- convolutions, pooling, upsampling (their own module) ----------------------------------------
+# --- convolutions, pooling, upsampling, attention (their own modules) ----------------------------
+from .cases_attention import ATTENTION_CASES  # noqa: E402
 from .cases_conv import CONV_CASES  # noqa: E402
 
 CASES.extend(CONV_CASES)
+CASES.extend(ATTENTION_CASES)
