@@ -103,6 +103,7 @@ from .indexing import (
                        triu,
 )
 from .linalg import bmm, matmul, mm
+from .norm import batch_norm, group_norm, layer_norm, rms_norm, silu_mul
 from .reduce import all, amax, amin, any, argmax, argmin, cumsum, logsumexp, max, mean, min, prod, std, sum, var
 from .shape import (
                        broadcast_to,

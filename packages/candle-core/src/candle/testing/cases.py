@@ -256,6 +256,8 @@ add(_c("inplace_free_chain", lambda m, x: (x.transpose(0, 1)[1:] * 3).sum(0), X)
 # --- convolutions, pooling, upsampling, attention (their own modules) ----------------------------
 from .cases_attention import ATTENTION_CASES  # noqa: E402
 from .cases_conv import CONV_CASES  # noqa: E402
+from .cases_nn import NN_CASES  # noqa: E402
 
 CASES.extend(CONV_CASES)
+CASES.extend(NN_CASES)
 CASES.extend(ATTENTION_CASES)
