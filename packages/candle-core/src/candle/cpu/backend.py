@@ -40,7 +40,17 @@ def _a(r: Any) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    e = np.negative(x, out=np.empty(x.shape, x.dtype))
+    np.exp(e, out=e)
+    e += 1.0
+    return np.divide(1.0, e, out=e)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    e = np.negative(x, out=np.empty(x.shape, x.dtype))
+    np.exp(e, out=e)
+    e += 1.0
+    return np.divide(x, e, out=e)
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -56,7 +66,7 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "recip": lambda x: 1.0 / x, "exp": np.exp, "expm1": np.expm1,
     "log": np.log, "log1p": np.log1p, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh,
     "erf": lambda x: _erf(x).astype(x.dtype, copy=False), "gelu": _gelu_tanh, "gelu_erf": _gelu_erf,
-    "relu": lambda x: np.maximum(x, 0), "silu": lambda x: x * _sigmoid(x), "sigmoid": _sigmoid,
+    "relu": lambda x: np.maximum(x, 0), "silu": _silu, "sigmoid": _sigmoid,
     "floor": np.floor, "ceil": np.ceil, "round": np.round, "trunc": np.trunc, "sign": np.sign,
 }
 _INT_IDENTITY = {"floor", "ceil", "round", "trunc"}
@@ -110,6 +120,8 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
 
     # --- creation --------------------------------------------------------------------------------
     def full(self, shape: Shape, value: float | int, dtype: DType) -> np.ndarray:
+        if not shape:
+            return np.array(value, dtype=dtype.numpy)
         return np.full(shape, value, dtype=dtype.numpy)
 
     def arange(self, start: float | int, step: float | int, n: int, dtype: DType) -> np.ndarray:
@@ -138,7 +150,7 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
         return x.transpose(dims)
 
     def slice(self, x: np.ndarray, shape: Shape, specs: Sequence[tuple[int, int, int]]) -> np.ndarray:
-        return x[tuple(slice(a, b, c) for a, b, c in specs)]
+        return x[tuple([slice(a, b, c) for a, b, c in specs])]
 
     def expand(self, x: np.ndarray, shape: Shape, new_shape: Shape) -> np.ndarray:
         return np.broadcast_to(x, new_shape)
@@ -177,7 +189,14 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
             return _a((x.astype(_F32) * mul + add).astype(dtype.numpy))
         if not dtype.is_floating_point:
             return _a((x.astype(np.int64) * int(mul) + int(add)).astype(dtype.numpy, copy=False))
-        return _a(x * dtype.numpy.type(mul) + dtype.numpy.type(add))
+        t = dtype.numpy.type
+        if add == 0:
+            return _a(x * t(mul))
+        if mul == 1:
+            return _a(x + t(add))
+        r = np.multiply(x, t(mul), out=np.empty(x.shape, x.dtype))
+        r += t(add)
+        return r
 
     def powf(self, x: np.ndarray, shape: Shape, exponent: float, dtype: DType) -> np.ndarray:
         if dtype in _HALF:

@@ -300,11 +300,13 @@ def _vector_norm(x: Tensor, p: float, dim: int) -> Tensor:
         a = ops.abs(x)
         out = ops.sum(a * a if p == 2 else a ** p, dim, keepdim=True) ** (1.0 / p)
     if needs_grad(x):
+        norm = out.detach()
+
         def grad(g: Tensor) -> tuple[Tensor]:
-            safe = ops.where(ops.eq(out, 0), 1.0, out)
+            safe = ops.where(ops.eq(norm, 0), 1.0, norm)
             scale = g / safe if p == 2 else g / safe ** (p - 1.0)
             core = x if p == 2 else ops.sign(x) * a ** (p - 1.0)
-            return (ops.where(ops.eq(out, 0), 0.0, scale) * core,)
+            return (ops.where(ops.eq(norm, 0), 0.0, scale) * core,)
 
         record(out, "vector_norm", (x,), grad)
     return out

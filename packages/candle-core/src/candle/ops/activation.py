@@ -3,9 +3,10 @@ composition below, which is the reference those kernels are tested against."""
 
 from __future__ import annotations
 
+from ..autograd import no_grad
 from ..dtype import DType, as_dtype
 from ..tensor import Tensor
-from ._base import fused, like, needs_grad, norm_dim, record
+from ._base import fused, make, needs_grad, norm_dim, record
 from .elementwise import cast, exp, log
 from .reduce import amax, sum
 from .shape import transpose
@@ -30,17 +31,17 @@ def log_softmax_composed(x: Tensor, dim: int) -> Tensor:
 
 
 def _run(name: str, x: Tensor, d: int) -> Tensor:
-    """The fused last-dim kernel on x (moving `d` last if needed), or the composition."""
-    from .. import autograd as ag
-
+    """The fused last-dim kernel on x (moving `d` last if needed), or the composition (not recorded)."""
     kernel = fused(x._backend, f"{name}_last_dim")
-    with ag.no_grad():
-        if kernel is None:
-            return (softmax_composed if name == "softmax" else log_softmax_composed)(x.detach(), d)
-        last = x.ndim - 1
-        y = x.detach() if d == last else transpose(x.detach(), d, last)
-        out = like(y, kernel(y._data, y._shape, y._dtype), y._shape)
-        return out if d == last else transpose(out, d, last)
+    y = x.detach()
+    if kernel is None:
+        with no_grad():
+            return (softmax_composed if name == "softmax" else log_softmax_composed)(y, d)
+    last = len(x._shape) - 1
+    if d != last:
+        y = transpose(y, d, last)
+    out = make(kernel(y._data, y._shape, y._dtype), y._shape, y._dtype, y._device, y._backend)
+    return out if d == last else transpose(out, d, last)
 
 
 def softmax(x: Tensor, dim: int, dtype: DType | str | None = None) -> Tensor:
@@ -51,8 +52,9 @@ def softmax(x: Tensor, dim: int, dtype: DType | str | None = None) -> Tensor:
     d = norm_dim(dim, x.ndim, "softmax")
     out = _run("softmax", x, d)
     if needs_grad(x):
+        y = out.detach()
+
         def grad(g: Tensor) -> tuple[Tensor]:
-            y = out.detach()
             return (y * (g - sum(g * y, d, keepdim=True)),)
 
         record(out, "softmax", (x,), grad)
@@ -67,8 +69,10 @@ def log_softmax(x: Tensor, dim: int, dtype: DType | str | None = None) -> Tensor
     d = norm_dim(dim, x.ndim, "log_softmax")
     out = _run("log_softmax", x, d)
     if needs_grad(x):
+        y = out.detach()
+
         def grad(g: Tensor) -> tuple[Tensor]:
-            return (g - exp(out.detach()) * sum(g, d, keepdim=True),)
+            return (g - exp(y) * sum(g, d, keepdim=True),)
 
         record(out, "log_softmax", (x,), grad)
     return out

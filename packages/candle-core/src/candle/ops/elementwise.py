@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..autograd import state as _ag_state
 from ..dtype import DType, as_dtype, get_default_dtype, promote, scalar_result, uint8
 from ..errors import DTypeError
 from ..tensor import Tensor
@@ -93,9 +94,10 @@ def unary(op: str, x: Tensor) -> Tensor:
     int_ok, grad = _UNARY[op]
     if not int_ok:
         x = _float_input(x, op)
-    out = like(x, x._backend.unary(op, x._data, x._shape, x._dtype), x._shape)
-    if needs_grad(x):
-        record(out, op, (x,), lambda g: (grad(x, out.detach(), g),))  # type: ignore[misc]
+    out = make(x._backend.unary(op, x._data, x._shape, x._dtype), x._shape, x._dtype, x._device, x._backend)
+    if _ag_state.enabled and x._requires_grad:
+        y = out.detach()
+        record(out, op, (x,), lambda g: (grad(x, y, g),))  # type: ignore[misc]
     return out
 
 
@@ -163,7 +165,8 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     x = _float_input(x, "elu")
     out = like(x, x._backend.elu(x._data, x._shape, float(alpha), x._dtype), x._shape)
     if needs_grad(x):
-        record(out, "elu", (x,), lambda g: (g * where(gt(x, 0), 1.0, out.detach() + alpha),))
+        y = out.detach()
+        record(out, "elu", (x,), lambda g: (g * where(gt(x, 0), 1.0, y + alpha),))
     return out
 
 
@@ -252,17 +255,22 @@ def _check_scalar(op: str, v: Any) -> None:
 
 def binary(op: str, a: Any, b: Any) -> Tensor:
     """A broadcasting binary op between tensors and/or Python scalars."""
-    a, b, dtype = _as_operands(op, a, b)
-    if op == "div" and not dtype.is_floating_point:  # true division, like PyTorch
-        dtype = get_default_dtype()
-        a, b = cast(a, dtype), cast(b, dtype)
+    if (type(a) is Tensor and type(b) is Tensor and a._dtype is b._dtype and a._device is b._device
+            and (op != "div" or a._dtype.is_floating_point)):
+        dtype = a._dtype  # the common case: nothing to cast
+    else:
+        a, b, dtype = _as_operands(op, a, b)
+        if op == "div" and not dtype.is_floating_point:  # true division, like PyTorch
+            dtype = get_default_dtype()
+            a, b = cast(a, dtype), cast(b, dtype)
     shape = a._shape if a._shape == b._shape else broadcast_shapes(a._shape, b._shape, op)
-    out = like(a, a._backend.binary(op, a._data, b._data, shape, dtype), shape, dtype)
-    if needs_grad(a, b):
+    out = make(a._backend.binary(op, a._data, b._data, shape, dtype), shape, dtype, a._device, a._backend)
+    if _ag_state.enabled and (a._requires_grad or b._requires_grad):
         rule = _BINARY_GRAD[op]
+        y = out.detach()  # not `out`: the closure must not keep its own output alive (a reference cycle)
 
         def grad(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            ga, gb = rule(a, b, out.detach(), g)  # type: ignore[misc]
+            ga, gb = rule(a, b, y, g)  # type: ignore[misc]
             return (unbroadcast(ga, a._shape) if ga is not None else None,
                     unbroadcast(gb, b._shape) if gb is not None else None)
 
@@ -271,6 +279,8 @@ def binary(op: str, a: Any, b: Any) -> Tensor:
 
 
 def add(a: Any, b: Any) -> Tensor:
+    if type(a) is Tensor and type(b) is Tensor:
+        return binary("add", a, b)
     if isinstance(a, Tensor) and isinstance(b, (int, float)) and scalar_result(a._dtype, b) is a._dtype:
         return affine(a, 1, b)
     if isinstance(b, Tensor) and isinstance(a, (int, float)) and scalar_result(b._dtype, a) is b._dtype:
@@ -279,6 +289,8 @@ def add(a: Any, b: Any) -> Tensor:
 
 
 def sub(a: Any, b: Any) -> Tensor:
+    if type(a) is Tensor and type(b) is Tensor:
+        return binary("sub", a, b)
     if isinstance(a, Tensor) and isinstance(b, (int, float)) and scalar_result(a._dtype, b) is a._dtype:
         return affine(a, 1, -b)
     if isinstance(b, Tensor) and isinstance(a, (int, float)) and scalar_result(b._dtype, a) is b._dtype \
@@ -288,6 +300,8 @@ def sub(a: Any, b: Any) -> Tensor:
 
 
 def mul(a: Any, b: Any) -> Tensor:
+    if type(a) is Tensor and type(b) is Tensor:
+        return binary("mul", a, b)
     if isinstance(a, Tensor) and isinstance(b, (int, float)) and scalar_result(a._dtype, b) is a._dtype:
         return affine(a, b, 0)
     if isinstance(b, Tensor) and isinstance(a, (int, float)) and scalar_result(b._dtype, a) is b._dtype:

@@ -295,7 +295,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
             for n in x._shape[len(items):]:
                 specs.append((0, n, 1))
                 out_shape.append(n)
-            return reshape(slice_view(x, specs), tuple(out_shape))
+            return slice_view(x, specs, tuple(out_shape))
     items = _expand_index(x, index)
     specs = []
     out_shape = []
@@ -322,7 +322,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
             adv.append((len(out_shape), it))
             out_shape.append(n)
         d += 1
-    y = reshape(slice_view(x, specs), tuple(out_shape))
+    y = slice_view(x, specs, tuple(out_shape))
     return _advanced(y, adv) if adv else y
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from ..autograd import state as _ag_state
 from ..dtype import promote
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..tensor import Tensor
-from ._base import broadcast_shapes, like, needs_grad, record, same_device, unbroadcast
+from ._base import broadcast_shapes, make, record, same_device, unbroadcast
 from .elementwise import cast
 from .shape import expand, squeeze, transpose, unsqueeze
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product; 1-d operands are treated as vectors, batch dims broadcast."""
+    if type(a) is Tensor and type(b) is Tensor and a._dtype is b._dtype and a._device is b._device:
+        sa, sb = a._shape, b._shape
+        if len(sa) == 2 and len(sb) == 2 and sa[1] == sb[0]:  # the common case, checked cheaply
+            return _product(a, b, a, b, (sa[0], sb[1]))
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise DTypeError(f"matmul: expected two Tensors, got {type(a).__name__} and {type(b).__name__}")
     same_device("matmul", a, b)
@@ -32,9 +37,14 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     batch = broadcast_shapes(a._shape[:-2], b._shape[:-2], "matmul")
     ea = a if a._shape[:-2] == batch else expand(a, batch + a._shape[-2:])
     eb = b if b._shape[:-2] == batch else expand(b, batch + b._shape[-2:])
-    shape = batch + (a._shape[-2], b._shape[-1])
-    out = like(ea, ea._backend.matmul(ea._data, eb._data, ea._shape, eb._shape, a._dtype), shape)
-    if needs_grad(a, b):
+    return _product(a, b, ea, eb, batch + (a._shape[-2], b._shape[-1]))
+
+
+def _product(a: Tensor, b: Tensor, ea: Tensor, eb: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The backend's matmul of the expanded operands, recording the gradient for a and b."""
+    be = ea._backend
+    out = make(be.matmul(ea._data, eb._data, ea._shape, eb._shape, a._dtype), shape, a._dtype, a._device, be)
+    if _ag_state.enabled and (a._requires_grad or b._requires_grad):
         def grad(g: Tensor) -> tuple[Tensor, Tensor]:
             ga = matmul(g, transpose(b, -1, -2)) if a._requires_grad else None
             gb = matmul(transpose(a, -1, -2), g) if b._requires_grad else None

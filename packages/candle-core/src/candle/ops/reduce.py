@@ -33,8 +33,12 @@ def _expand_back(g: Tensor, shape: tuple[int, ...], dims: tuple[int, ...], keepd
 
 
 def _reduce(op: str, x: Tensor, dim: Dims, keepdim: bool) -> tuple[Tensor, tuple[int, ...]]:
-    dims = norm_dims(dim, x.ndim, op)
-    shape = _reduced_shape(x._shape, dims, keepdim)
+    if dim is None:
+        dims = tuple(range(len(x._shape)))
+        shape = (1,) * len(dims) if keepdim else ()
+    else:
+        dims = norm_dims(dim, x.ndim, op)
+        shape = _reduced_shape(x._shape, dims, keepdim)
     if op in ("max", "min"):
         for d in dims:
             if x._shape[d] == 0:
@@ -78,8 +82,10 @@ def prod(x: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
 def _amax_like(op: str, x: Tensor, dim: Dims, keepdim: bool) -> Tensor:
     out, dims = _reduce(op, x, dim, keepdim)
     if needs_grad(x) and out is not x:
+        res = out.detach()
+
         def grad(g: Tensor) -> tuple[Tensor]:
-            y = _expand_back(out.detach(), x._shape, dims, keepdim)
+            y = _expand_back(res, x._shape, dims, keepdim)
             mask = cast(eq(x, y), g._dtype)
             count = _expand_back(sum(mask, dims, keepdim), x._shape, dims, keepdim)
             return (_expand_back(g, x._shape, dims, keepdim) * mask / count,)

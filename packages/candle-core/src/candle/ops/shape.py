@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..autograd import state as _ag_state
 from ..errors import ShapeError, fmt_shape
 from ..tensor import Tensor
-from ._base import like, needs_grad, norm_dim, norm_dims, numel, record, zeros_of
+from ._base import like, make, needs_grad, norm_dim, norm_dims, numel, record, zeros_of
 
 Spec = tuple[int, int, int]
 
@@ -78,7 +79,7 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
 def view(x: Tensor, *shape: Any) -> Tensor:
     """Like `reshape`, but raises instead of copying when the layout does not allow a view."""
     new = infer_shape(_shape_args(shape), x.numel(), "view", x._shape)
-    if not _viewable(x._shape, x.stride(), new):
+    if not x._backend.is_contiguous(x._data, x._shape) and not _viewable(x._shape, x.stride(), new):
         raise ShapeError(f"view: shape {fmt_shape(new)} is not compatible with the strides of a tensor of shape "
                          f"{fmt_shape(x._shape)}; use reshape() or contiguous() first")
     return reshape(x, new)
@@ -115,8 +116,13 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     if d0 == d1:
         return x
     p = list(range(nd))
-    p[d0], p[d1] = p[d1], p[d0]
-    return permute(x, p)
+    p[d0], p[d1] = d1, d0
+    shape = list(x._shape)
+    shape[d0], shape[d1] = shape[d1], shape[d0]
+    out = make(x._backend.permute(x._data, x._shape, p), tuple(shape), x._dtype, x._device, x._backend)
+    if _ag_state.enabled and x._requires_grad:
+        record(out, "transpose", (x,), lambda g: (transpose(g, d0, d1),))
+    return out
 
 
 def t(x: Tensor) -> Tensor:
@@ -133,16 +139,23 @@ def movedim(x: Tensor, source: int, destination: int) -> Tensor:
     return permute(x, p)
 
 
-def slice_view(x: Tensor, specs: Sequence[Spec]) -> Tensor:
-    """The view `x[start:stop:step, ...]` for normalized specs, one per dim."""
-    shape = tuple(len(range(a, b, c)) for a, b, c in specs)
-    if shape == x._shape:
-        return x
-    out = like(x, x._backend.slice(x._data, x._shape, specs), shape)
-    if needs_grad(x):
+def slice_view(x: Tensor, specs: Sequence[Spec], shape: tuple[int, ...] | None = None) -> Tensor:
+    """The view `x[start:stop:step, ...]` for normalized specs, one per dim, reshaped to `shape`
+    when given (dropping or inserting size-1 dims, as indexing with ints and None does)."""
+    sliced = tuple([len(range(a, b, c)) for a, b, c in specs])
+    out_shape = sliced if shape is None else shape
+    if sliced == x._shape:
+        return x if out_shape == sliced else reshape(x, out_shape)
+    b = x._backend
+    data = b.slice(x._data, x._shape, specs)
+    if out_shape != sliced:
+        data = b.reshape(data, sliced, out_shape)
+    out = make(data, out_shape, x._dtype, x._device, b)
+    if _ag_state.enabled and x._requires_grad:
         def grad(g: Tensor) -> tuple[Tensor]:
             z = zeros_of(g, x._shape)
-            z._backend.copy_(z._backend.slice(z._data, x._shape, specs), g._data, shape)
+            gd = g._data if out_shape == sliced else g._backend.reshape(g._data, out_shape, sliced)
+            z._backend.copy_(z._backend.slice(z._data, x._shape, specs), gd, sliced)
             return (z,)
 
         record(out, "slice", (x,), grad)
