@@ -27,7 +27,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             missing.append(f"{name} ({why})")
             continue
         try:
-            candle.Device(name).backend
+            _ = candle.Device(name).backend  # builds it: a factory that raises fails the run
         except candle.CandleError as e:
             missing.append(f"{name} (its backend failed to start: {e})")
     if missing:
