@@ -139,6 +139,52 @@ def test_rope_errors() -> None:
         apply_rotary_emb(x, candle.tensor([[1, 2, 3, 4]] * 3), candle.randn(3, 4))
 
 
+@pytest.mark.parametrize("composed", fused_modes())
+@pytest.mark.parametrize("interleaved", [False, True], ids=["half", "interleaved"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_rope_out_in_place_and_into_a_view(dtype: str, interleaved: bool, composed: bool) -> None:
+    """`out=` writes the rotation in place (out is x), into a strided view (a KV-cache slot) or a separate tensor."""
+    rope = candle.ops.attention.rope
+    g = rng(4)
+    ang = g.uniform(-3, 3, (3, 4))
+    c, s = candle.tensor(np.cos(ang), dtype=dtype), candle.tensor(np.sin(ang), dtype=dtype)
+    base = g.standard_normal((2, 7, 3, 8))
+    tol = 1e-2 if dtype in ("float16", "bfloat16") else 1e-6
+    with _Mode(composed), candle.no_grad():
+        ref = rope(candle.tensor(base[:, :5], dtype=dtype), c, s, interleaved).numpy().astype(np.float64)
+        buf = candle.tensor(base, dtype=dtype)
+        x = buf.narrow(1, 0, 5)  # a view of a bigger buffer, as the Q/K part of a fused projection
+        assert rope(x, c, s, interleaved, out=x) is x
+        np.testing.assert_allclose(x.numpy().astype(np.float64), ref, atol=tol, rtol=tol)
+        np.testing.assert_array_equal(buf.narrow(1, 5, 2).numpy(), candle.tensor(base[:, 5:], dtype=dtype).numpy())
+        cache = candle.zeros(2, 5, 6, 8, dtype=dtype)
+        slot = cache.narrow(2, 2, 3)  # strided: positions 2..4 of a cache buffer
+        src = candle.tensor(base[:, :5], dtype=dtype)
+        assert rope(src, c, s, interleaved, out=slot) is slot
+        np.testing.assert_allclose(cache.numpy()[:, :, 2:5].astype(np.float64), ref, atol=tol, rtol=tol)
+        assert not cache.numpy()[:, :, :2].any() and not cache.numpy()[:, :, 5:].any()
+        np.testing.assert_array_equal(src.numpy(), candle.tensor(base[:, :5], dtype=dtype).numpy())  # x untouched
+        x3 = candle.tensor(base[0, :5], dtype=dtype)  # 3-d: the general path
+        out3 = candle.zeros(5, 3, 8, dtype=dtype)
+        rope(x3, c, s, interleaved, out=out3)
+        np.testing.assert_allclose(out3.numpy().astype(np.float64), ref[0], atol=tol, rtol=tol)
+
+
+def test_rope_out_errors() -> None:
+    rope = candle.ops.attention.rope
+    x, c, s = candle.randn(1, 2, 3, 8), candle.randn(3, 4), candle.randn(3, 4)
+    with pytest.raises(candle.ShapeError, match="out must match x"):
+        rope(x, c, s, out=candle.zeros(1, 2, 3, 4))
+    with pytest.raises(candle.ShapeError, match="out must match x"):
+        rope(x, c, s, out=candle.zeros(1, 2, 3, 8, dtype="float64"))
+    with pytest.raises(candle.DTypeError, match="out must be a Tensor"):
+        rope(x, c, s, out=np.zeros((1, 2, 3, 8)))  # type: ignore[arg-type]
+    with pytest.raises(candle.GradError, match="not differentiable"):
+        rope(x.requires_grad_(), c, s, out=candle.zeros(1, 2, 3, 8))
+    with pytest.raises(candle.GradError, match="requires grad"):
+        rope(candle.randn(1, 2, 3, 8), c, s, out=candle.zeros(1, 2, 3, 8, requires_grad=True))
+
+
 # --- sdpa --------------------------------------------------------------------------------------------
 SDPA = [  # (q, k, v, mask kind, mask shape, kwargs)
     ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), None, None, {}),
@@ -260,6 +306,7 @@ def test_sdpa_fused_blocks_match_composition(monkeypatch: pytest.MonkeyPatch, dt
     elif kind == "float":
         m = candle.tensor(g.standard_normal((9, 11)), dtype=dtype)
     tol = {"float32": 1e-5, "float64": 1e-12, "float16": 1e-2, "bfloat16": 3e-2}[dtype]
+    monkeypatch.setattr(fa, "_FEW_KEYS", 0)  # (K Q^T)^T for few rows whatever the number of keys
     for rows in (1, 48):
         monkeypatch.setattr(fa, "_FEW_ROWS", rows)
         for kw in ({}, {"causal_offset": 2}, {"is_causal": True}, {"causal_offset": -3}):

@@ -51,6 +51,23 @@ def backends() -> list[BackendInfo]:
     return _backends()
 
 
+def get_num_threads() -> int:
+    """Threads the CPU backend's matmuls use (numpy's BLAS), like `torch.get_num_threads`."""
+    from .cpu.threads import blas_threads
+
+    return blas_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads of the CPU backend's matmuls (numpy's BLAS), like `torch.set_num_threads`.
+    Needs the optional package threadpoolctl; without it, set `OPENBLAS_NUM_THREADS` before starting Python."""
+    from .cpu.threads import set_blas_threads
+
+    if not set_blas_threads(n):
+        raise UnsupportedError("set_num_threads: changing numpy's BLAS threads at run time needs threadpoolctl "
+                               "(pip install threadpoolctl), or set OPENBLAS_NUM_THREADS before starting Python")
+
+
 def __getattr__(name: str):  # noqa: ANN202
     """Submodules with heavier imports load on first access (`candle.io`, `candle.testing`)."""
     if name in ("io", "testing", "nn", "optim", "utils", "checkpoint", "registry", "plugin", "backend", "cpu"):

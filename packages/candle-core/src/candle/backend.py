@@ -62,7 +62,9 @@ FUSED_KERNELS: dict[str, str] = {
     # attention: see candle.ops.attention for the exact conventions
     "rope": "(x, cos, sin, shape_x, shape_cs, interleaved, dtype) -> [B, H, S, D] rotary embedding of x "
             "[B, H, S, D] (any strides) with cos/sin [Bc, S, D/2] contiguous, Bc in {1, B}; pair (a, b) = "
-            "(x[i], x[i + D/2]), or (x[2i], x[2i+1]) if interleaved, becomes (a*cos - b*sin, b*cos + a*sin)",
+            "(x[i], x[i + D/2]), or (x[2i], x[2i+1]) if interleaved, becomes (a*cos - b*sin, b*cos + a*sin); "
+            "with the keyword out= (a native array of x's shape and dtype, any strides, possibly x itself) the "
+            "result is written there instead",
     "sdpa": "(q, k, v, mask, shape_q, shape_k, shape_v, shape_mask, mask_kind, scale, causal_offset, dtype) -> "
             "[B, Hq, L, Ev] softmax(q k^T * scale + mask) v for q [B, Hq, L, E], k [B, Hk, S, E], v [B, Hk, S, Ev] "
             "(any strides; Hk divides Hq, query head h uses kv head h // (Hq/Hk)); mask None or 4-d broadcastable "

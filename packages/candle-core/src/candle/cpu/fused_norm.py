@@ -53,7 +53,12 @@ class NormKernels:
     def rms_norm(self, x: np.ndarray, w: np.ndarray | None, shape: Shape, eps: float, dtype: DType) -> np.ndarray:
         half = dtype in _HALF
         xf, owned = _rows(x, shape, half)
-        r = _inv_rms(_sq_sum(xf), shape[-1], eps)
+        ss = _sq_sum(xf)
+        if len(ss) == 1:  # one row (a decode step): the scale in Python floats, two fewer array passes
+            d = shape[-1]
+            r: Any = xf.dtype.type(1.0 / math.sqrt(float(ss[0]) / d + eps)) if d else xf.dtype.type(0)
+        else:
+            r = _inv_rms(ss, shape[-1], eps)
         out = np.multiply(xf, r, out=xf if owned else None)
         if w is not None:
             out *= _param(w, half)

@@ -24,9 +24,9 @@ from typing import Any
 
 from .. import autograd as ag
 from ..dtype import uint8
-from ..errors import DTypeError, ShapeError, fmt_shape
+from ..errors import DTypeError, GradError, ShapeError, fmt_shape
 from ..tensor import Tensor
-from ._base import broadcast_shapes, full_of, fused, like, needs_grad, numel, record, unbroadcast
+from ._base import broadcast_shapes, full_of, fused, like, make, needs_grad, numel, record, unbroadcast
 from .activation import softmax
 from .creation import arange, rand
 from .elementwise import cast, eq, exp, masked_fill, ne, neg, where
@@ -74,17 +74,22 @@ def rope_composed(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False
     return _join(x1 * cos - x2 * sin, x2 * cos + x1 * sin, interleaved)
 
 
-def _rope_fused(kernel: Any, x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
+def _rope_fused(kernel: Any, x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, out: Any = None) -> Tensor:
     """Run the backend kernel on x as [B, H, S, D] and cos/sin as [Bc, S, D/2] (Bc in {1, B}).
 
-    B folds x's leading dims up to the last one along which cos varies, H the rest.
+    B folds x's leading dims up to the last one along which cos varies, H the rest. `out` is None or
+    a native array of x's shape and dtype that the kernel writes (it may be x's own storage).
     """
     lead, (s, d) = x._shape[:-2], x._shape[-2:]
     h = d // 2
     if x.ndim == 4 and cos._shape == (s, h):  # the common case, on native arrays (the decode hot path)
         be = x._backend
-        c3, s3 = (be.reshape(be.contiguous(t._data, t._shape), t._shape, (1, s, h)) for t in (cos, sin))
-        return like(x, kernel(x._data, c3, s3, x._shape, (1, s, h), interleaved, x._dtype), x._shape)
+        c3 = be.reshape(be.contiguous(cos._data, cos._shape), cos._shape, (1, s, h))
+        s3 = be.reshape(be.contiguous(sin._data, sin._shape), sin._shape, (1, s, h))
+        if out is None:
+            return like(x, kernel(x._data, c3, s3, x._shape, (1, s, h), interleaved, x._dtype), x._shape)
+        kernel(x._data, c3, s3, x._shape, (1, s, h), interleaved, x._dtype, out=out)
+        return x
     cl = (1,) * (x.ndim - cos.ndim) + cos._shape
     k = max((i for i, n in enumerate(cl[:-2]) if n != 1), default=-1)
     b = numel(lead[:k + 1])
@@ -97,8 +102,12 @@ def _rope_fused(kernel: Any, x: Tensor, cos: Tensor, sin: Tensor, interleaved: b
 
     c3, s3 = table(cos), table(sin)
     x4 = reshape(x, (b, numel(lead[k + 1:]), s, d))
-    data = kernel(x4._data, c3._data, s3._data, x4._shape, c3._shape, interleaved, x._dtype)
-    return reshape(like(x4, data, x4._shape), x._shape)
+    if out is None:
+        data = kernel(x4._data, c3._data, s3._data, x4._shape, c3._shape, interleaved, x._dtype)
+        return reshape(like(x4, data, x4._shape), x._shape)
+    o4 = x._backend.reshape(out, x._shape, x4._shape)  # out is contiguous here (checked by `rope`)
+    kernel(x4._data, c3._data, s3._data, x4._shape, c3._shape, interleaved, x._dtype, out=o4)
+    return x
 
 
 def _rope_run(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
@@ -109,7 +118,21 @@ def _rope_run(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
         return _rope_fused(kernel, x.detach(), cos.detach(), sin.detach(), interleaved)
 
 
-def rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False) -> Tensor:
+def _rope_into(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, out: Tensor) -> Tensor:
+    """rope written into `out` (checked: x's shape, dtype and device; it may be x itself)."""
+    kernel = fused(x._backend, "rope")
+    be = x._backend
+    if kernel is not None and (x.ndim == 4 and cos._shape == x._shape[-2:-1] + (x._shape[-1] // 2,)
+                               or be.is_contiguous(out._data, out._shape)):
+        _rope_fused(kernel, x, cos, sin, interleaved, out=out._data)
+        return out
+    with ag.no_grad():  # no kernel (or an exotic layout): compute, then copy
+        y = rope_composed(x, cos, sin, interleaved) if kernel is None else _rope_fused(kernel, x, cos, sin, interleaved)
+        be.copy_(out._data, y._data, out._shape)
+    return out
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False, *, out: Tensor | None = None) -> Tensor:
     """Rotary position embedding of `x` [..., seq, head_dim] (e.g. [batch, heads, seq, head_dim]).
 
     `cos` and `sin` hold the angles' cosines and sines, shape [seq, head_dim/2] or any shape that
@@ -121,7 +144,24 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False) -> Tens
 
     and becomes `(a*cos_i - b*sin_i, b*cos_i + a*sin_i)`. HF's tables `cat([cos, cos], -1)` are
     this op's `cos` repeated: pass the first half.
+
+    `out` (a tensor of x's shape, dtype and device, which may be `x` itself or a view such as a slot of
+    a KV cache) receives the result in place and is returned; like PyTorch's `out=` arguments it is not
+    differentiable, so it is refused while grad mode is on and an input requires grad.
     """
+    if (isinstance(x, Tensor) and isinstance(cos, Tensor) and isinstance(sin, Tensor) and len(x._shape) == 4
+            and cos._dtype is x._dtype and sin._dtype is x._dtype and x._dtype.is_floating_point
+            and cos._shape == sin._shape == (x._shape[2], x._shape[3] // 2) and not x._shape[3] % 2
+            and cos._device is x._device and sin._device is x._device
+            and not (ag.state.enabled and (x._requires_grad or cos._requires_grad or sin._requires_grad))):
+        # the decode hot path: nothing to check further, cast or record
+        if out is not None:
+            _check_rope_out(x, out)
+            return _rope_into(x, cos, sin, interleaved, out)
+        kernel = fused(x._backend, "rope")
+        if kernel is not None:
+            return _rope_fused(kernel, x, cos, sin, interleaved)
+        return _rope_run(x, cos, sin, interleaved)
     for name, t in (("x", x), ("cos", cos), ("sin", sin)):
         if not isinstance(t, Tensor):
             raise DTypeError(f"rope: {name} must be a Tensor, got {type(t).__name__}")
@@ -137,6 +177,11 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False) -> Tens
         raise ShapeError(f"rope: cos/sin of shape {fmt_shape(cos._shape)} do not broadcast to {fmt_shape(want)} "
                          f"for x of shape {fmt_shape(x._shape)}")
     cos, sin = cast(cos, x._dtype), cast(sin, x._dtype)
+    if out is not None:
+        if needs_grad(x, cos, sin):
+            raise GradError("rope: out= is not differentiable; call it under candle.no_grad() or without out=")
+        _check_rope_out(x, out)
+        return _rope_into(x.detach(), cos.detach(), sin.detach(), interleaved, out)
     out = _rope_run(x, cos, sin, interleaved)
     if needs_grad(x, cos, sin):
         def grad(g: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -151,6 +196,16 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False) -> Tens
 
         record(out, "rope", (x, cos, sin), grad)
     return out
+
+
+def _check_rope_out(x: Tensor, out: Any) -> None:
+    if not isinstance(out, Tensor):
+        raise DTypeError(f"rope: out must be a Tensor, got {type(out).__name__}")
+    if out._shape != x._shape or out._dtype is not x._dtype or out._device is not x._device:
+        raise ShapeError(f"rope: out must match x: x {fmt_shape(x._shape)} {x._dtype.name} on {x._device}, "
+                         f"out {fmt_shape(out._shape)} {out._dtype.name} on {out._device}")
+    if out._requires_grad and ag.state.enabled:
+        raise GradError("rope: out requires grad; an in-place write needs candle.no_grad()")
 
 
 # --- scaled dot-product attention -----------------------------------------------------------------
@@ -285,6 +340,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     Query rows that attend to nothing give zeros. Dropout (`dropout_p > 0`) runs the composition.
     """
     op = "scaled_dot_product_attention"
+    if (attn_mask is None and dropout_p == 0.0 and isinstance(query, Tensor) and isinstance(key, Tensor)
+            and isinstance(value, Tensor) and len(query._shape) == 4 and len(key._shape) == 4
+            and len(value._shape) == 4 and query._dtype is key._dtype is value._dtype
+            and query._device is key._device is value._device and query._dtype.is_floating_point
+            and not (ag.state.enabled and (query._requires_grad or key._requires_grad or value._requires_grad))):
+        out = _sdpa_plain(query, key, value, is_causal, scale, enable_gqa, causal_offset)
+        if out is not None:
+            return out
     _check_qkv(query, key, value, enable_gqa)
     lq, e = query._shape[-2:]
     s = key._shape[-2]
@@ -347,3 +410,23 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 
         record(out, "sdpa", inputs, grad)
     return out
+
+
+def _sdpa_plain(query: Tensor, key: Tensor, value: Tensor, is_causal: bool, scale: float | None, enable_gqa: bool,
+                causal_offset: int | None) -> Tensor | None:
+    """The fused kernel on 4-d tensors without a mask, dropout or grad (the decode hot path), or None
+    when the shapes need the checks (and error messages) of the general path or there is no kernel."""
+    (b, hq, lq, e), (bk, hk, s, ek), (bv, hv, sv, ev) = query._shape, key._shape, value._shape
+    if not (b == bk == bv and e == ek and hk == hv and s == sv and s > 0 and hk > 0
+            and (hq == hk or (enable_gqa and hq % hk == 0))):
+        return None
+    be = query._backend
+    kernel = fused(be, "sdpa")
+    if kernel is None:
+        return None
+    scale = 1.0 / math.sqrt(e) if scale is None else float(scale)
+    offset = None if not (is_causal or causal_offset is not None) else int(causal_offset or 0)
+    shape = (b, hq, lq, ev)
+    data = kernel(query._data, key._data, value._data, None, query._shape, key._shape, value._shape, None, None,
+                  scale, offset, query._dtype)
+    return make(data, shape, query._dtype, query._device, be)

@@ -12,9 +12,9 @@ backend:
   grad as kernel (stride and dilation swapped, groups kept by folding the batch into channels),
   grad_bias = sum.
 - conv_transpose2d: grad_input = conv2d(grad, weight), grad_weight likewise a conv2d.
-- max_pool2d: scatter_add of the grad at the argmax indices; avg_pool2d: a conv_transpose2d of the
-  grad (divided by the window counts) with a kernel of ones; upsample: index_add (index_select's
-  adjoint).
+- max_pool2d: scatter_add of the grad at the argmax indices (a plain scatter when the windows are
+  disjoint); avg_pool2d: a conv_transpose2d of the grad (divided by the window counts) with a kernel
+  of ones; upsample: index_add (index_select's adjoint).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..errors import DTypeError, ShapeError, UnsupportedError, fmt_shape
 from ..tensor import Tensor
 from ._base import full_of, fused, like, needs_grad, record, same_device, zeros_of
 from .elementwise import add, eq, floor_divide, logical_and, mul, ne, remainder, where
-from .indexing import copy_, index_add, index_select, scatter_add, stack
+from .indexing import copy_, index_add, index_select, scatter, scatter_add, stack
 from .linalg import matmul
 from .reduce import amax, argmax, sum
 from .shape import contiguous, flip, permute, reshape, slice_view, squeeze, unsqueeze
@@ -545,8 +545,13 @@ def _max_pool(op: str, nsp: int, x: Tensor, kernel_size: Any, stride: Any, paddi
     if needs_grad(x4):
         n, c, h, w = x4._shape
 
+        # windows that share no input element (and no padding, whose empty windows point at a shared
+        # fallback) have distinct indices: a plain scatter (a put) instead of scatter_add
+        disjoint = p == (0, 0) and all(ss >= dd * (kk - 1) + 1 for kk, ss, dd in zip(k, s, d))
+        put = scatter if disjoint else scatter_add
+
         def grad(g: Tensor) -> tuple[Tensor]:
-            flat = scatter_add(zeros_of(g, (n, c, h * w)), 2, reshape(index, (n, c, -1)), reshape(g, (n, c, -1)))
+            flat = put(zeros_of(g, (n, c, h * w)), 2, reshape(index, (n, c, -1)), reshape(g, (n, c, -1)))
             return (reshape(flat, (n, c, h, w)),)
 
         record(values, op, (x4,), grad)

@@ -213,6 +213,10 @@ def copy_(dst: Tensor, src: Any) -> Tensor:
     """Write `src` (tensor or scalar, broadcast to dst's shape, cast to its dtype) into `dst` in place."""
     if dst._requires_grad and ag.state.enabled:
         raise GradError("in-place write into a tensor that requires grad; wrap it in candle.no_grad()")
+    if (isinstance(src, Tensor) and src._shape == dst._shape and src._dtype is dst._dtype
+            and src._device is dst._device):  # the common case: nothing to move, cast or broadcast
+        dst._backend.copy_(dst._data, src._data, dst._shape)
+        return dst
     if isinstance(src, Tensor):
         if src._device is not dst._device:
             from .convert import to

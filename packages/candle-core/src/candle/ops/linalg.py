@@ -13,7 +13,7 @@ from .shape import expand, squeeze, transpose, unsqueeze
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product; 1-d operands are treated as vectors, batch dims broadcast."""
-    if type(a) is Tensor and type(b) is Tensor and a._dtype is b._dtype and a._device is b._device:
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a._dtype is b._dtype and a._device is b._device:
         sa, sb = a._shape, b._shape
         if len(sa) == 2 and len(sb) == 2 and sa[1] == sb[0]:  # the common case, checked cheaply
             return _product(a, b, a, b, (sa[0], sb[1]))

@@ -21,7 +21,7 @@ from .. import autograd as ag
 from ..dtype import DType, bfloat16, float16, float32, float64
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..tensor import Tensor
-from ._base import fused, like, needs_grad, numel, record, same_device
+from ._base import broadcast_shapes, fused, like, make, needs_grad, numel, record, same_device
 from .elementwise import cast, rsqrt, sigmoid, silu
 from .reduce import mean, sum
 from .shape import contiguous, expand, reshape
@@ -83,19 +83,23 @@ def rms_norm_composed(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
 def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """RMS normalisation over the last dim, times `weight` ([D] or None); `eps` defaults to the
     dtype's machine epsilon (like `torch.nn.functional.rms_norm`)."""
-    _check_tensors("rms_norm", x, weight=weight)
-    if x.ndim == 0:
+    if not (isinstance(x, Tensor) and x._dtype.is_floating_point and (weight is None or (
+            isinstance(weight, Tensor) and weight._dtype is x._dtype and weight._device is x._device))):
+        _check_tensors("rms_norm", x, weight=weight)
+    shape = x._shape
+    if not shape:
         raise ShapeError("rms_norm: expected an input with at least one dim, got a 0-d tensor")
-    _check_vector("rms_norm", "weight", weight, x._shape[-1])
+    if weight is not None and weight._shape != shape[-1:]:
+        _check_vector("rms_norm", "weight", weight, shape[-1])
     eps = finfo_eps(x._dtype) if eps is None else float(eps)
-    kernel = fused(x._backend, "rms_norm")
-    with ag.no_grad():
-        if kernel is None:
+    be = x._backend
+    kernel = fused(be, "rms_norm")
+    if kernel is None:
+        with ag.no_grad():
             out = rms_norm_composed(x, weight, eps)
-        else:
-            xc = contiguous(x)
-            wd = None if weight is None else contiguous(weight)._data
-            out = like(x, kernel(xc._data, wd, x._shape, eps, x._dtype), x._shape)
+    else:  # the kernel records nothing: no grad-mode switch needed
+        wd = None if weight is None else be.contiguous(weight._data, weight._shape)
+        out = make(kernel(be.contiguous(x._data, shape), wd, shape, eps, x._dtype), shape, x._dtype, x._device, be)
     if needs_grad(x, weight):
         def grad(g: Tensor) -> tuple[Tensor | None, ...]:
             xf, gf = _up(x), _up(g)
@@ -296,20 +300,54 @@ def silu_mul_composed(a: Tensor, b: Tensor) -> Tensor:
     return silu(a) * b
 
 
-def silu_mul(a: Tensor, b: Tensor) -> Tensor:
-    """`silu(a) * b`, the SwiGLU gate, in one kernel where the backend has it (a and b broadcast)."""
-    _check_tensors("silu_mul", a, b=b)
-    from ._base import broadcast_shapes
+def _silu_mul_halves(x: Tensor) -> Tensor:
+    """`silu(x[..., :n]) * x[..., n:]` for x [..., 2n] (the fused gate/up projection's output)."""
+    if not isinstance(x, Tensor):
+        raise DTypeError(f"silu_mul: input must be a Tensor, got {type(x).__name__}")
+    shape = x._shape
+    if not shape or shape[-1] % 2:
+        raise ShapeError(f"silu_mul: with one input, its last dim must be even (the gate and up halves), got "
+                         f"shape {fmt_shape(shape)}")
+    n = shape[-1] // 2
+    be = x._backend
+    kernel = fused(be, "silu_mul")
+    if kernel is None or needs_grad(x) or not x._dtype.is_floating_point:  # views record their gradients
+        from .shape import narrow
 
-    shape = broadcast_shapes(a._shape, b._shape, "silu_mul")
-    kernel = fused(a._backend, "silu_mul")
-    with ag.no_grad():
-        if kernel is None:
+        return silu_mul(narrow(x, -1, 0, n), narrow(x, -1, n, n))
+    half = shape[:-1] + (n,)
+    full = [(0, s, 1) for s in shape]
+    lo, hi = list(full), list(full)
+    lo[-1], hi[-1] = (0, n, 1), (n, 2 * n, 1)
+    a, b = be.slice(x._data, shape, lo), be.slice(x._data, shape, hi)
+    return make(kernel(be.contiguous(a, half), be.contiguous(b, half), half, x._dtype), half, x._dtype, x._device,
+                be)
+
+
+def silu_mul(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """`silu(a) * b`, the SwiGLU gate, in one kernel where the backend has it (a and b broadcast).
+
+    With `b` None, `a`'s last dim holds the gate and up halves: `silu(a[..., :n]) * a[..., n:]`, the
+    output of a fused gate/up projection gated without making views first."""
+    if b is None:
+        return _silu_mul_halves(a)
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a._dtype is b._dtype and a._device is b._device
+            and a._dtype.is_floating_point):
+        _check_tensors("silu_mul", a, b=b)
+    shape = a._shape if a._shape == b._shape else broadcast_shapes(a._shape, b._shape, "silu_mul")
+    be = a._backend
+    kernel = fused(be, "silu_mul")
+    if kernel is None:
+        with ag.no_grad():
             out = silu_mul_composed(a, b)
+    else:
+        if a._shape == shape and b._shape == shape:
+            ad, bd = be.contiguous(a._data, shape), be.contiguous(b._data, shape)
         else:
-            ac = contiguous(a if a._shape == shape else expand(a, shape))
-            bc = contiguous(b if b._shape == shape else expand(b, shape))
-            out = like(a, kernel(ac._data, bc._data, shape, a._dtype), shape)
+            with ag.no_grad():
+                ad = contiguous(a if a._shape == shape else expand(a, shape))._data
+                bd = contiguous(b if b._shape == shape else expand(b, shape))._data
+        out = make(kernel(ad, bd, shape, a._dtype), shape, a._dtype, a._device, be)
     if needs_grad(a, b):
         from ._base import unbroadcast
 

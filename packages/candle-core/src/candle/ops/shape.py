@@ -162,18 +162,32 @@ def slice_view(x: Tensor, specs: Sequence[Spec], shape: tuple[int, ...] | None =
     return out
 
 
+def _narrowed(x: Tensor, d: int, start: int, length: int) -> Tensor:
+    """The view of elements `start .. start+length` along dim `d` (arguments already checked)."""
+    shape = x._shape
+    if length == shape[d]:
+        return x
+    specs = [(0, s, 1) for s in shape]
+    specs[d] = (start, start + length, 1)
+    if _ag_state.enabled and x._requires_grad:
+        return slice_view(x, specs)
+    be = x._backend
+    return make(be.slice(x._data, shape, specs), shape[:d] + (length,) + shape[d + 1:], x._dtype, x._device, be)
+
+
 def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
     """Elements `start .. start+length` along `dim` (a view)."""
-    d = norm_dim(dim, x.ndim, "narrow")
+    nd = len(x._shape)
+    d = dim + nd if dim < 0 else dim
+    if not 0 <= d < nd:
+        d = norm_dim(dim, nd, "narrow")
     n = x._shape[d]
     if start < 0:
         start += n
     if not (0 <= start and length >= 0 and start + length <= n):
         raise ShapeError(f"narrow: start {start} + length {length} out of range for dim {d} of size {n} "
                          f"(shape {fmt_shape(x._shape)})")
-    specs = [(0, s, 1) for s in x._shape]
-    specs[d] = (start, start + length, 1)
-    return slice_view(x, specs)
+    return _narrowed(x, d, start, length)
 
 
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
@@ -238,8 +252,11 @@ def broadcast_to(x: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> list[Tensor]:
-    """Pieces of `split_size` along `dim` (the last may be smaller), or of the given sizes."""
-    d = norm_dim(dim, x.ndim, "split")
+    """Pieces of `split_size` along `dim` (the last may be smaller), or of the given sizes (views)."""
+    nd = len(x._shape)
+    d = dim + nd if dim < 0 else dim
+    if not 0 <= d < nd:
+        d = norm_dim(dim, nd, "split")
     n = x._shape[d]
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
@@ -248,11 +265,11 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
         sizes = [min(size, n - i) for i in range(0, n, size)] or [0]
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != n:
+        if sum(sizes) != n or (sizes and min(sizes) < 0):
             raise ShapeError(f"split: sizes {sizes} do not sum to dim {d} of shape {fmt_shape(x._shape)}")
     out, start = [], 0
     for s in sizes:
-        out.append(narrow(x, d, start, s))
+        out.append(_narrowed(x, d, start, s))
         start += s
     return out
 

@@ -51,6 +51,8 @@ _add("layer_norm_offset_input", lambda m, x, w, b: F(m).layer_norm(x * 3.0 + 20.
 # --- silu_mul (fused kernel "silu_mul") -----------------------------------------------------------
 _add("silu_mul", _silu_mul, In((4, 8)), In((4, 8)), fused=True)
 _add("silu_mul_bcast", _silu_mul, In((2, 3, 8)), In((8,)), fused=True)
+_add("silu_mul_halves", lambda m, x: F(m).silu(x[..., :4]) * x[..., 4:] if m.__name__ == "torch" else
+     F(m).silu_mul(x), In((2, 3, 8)), fused=True)
 _add("silu_mul_large", lambda m, a, b: _silu_mul(m, a * 30.0, b), In((3, 5)), In((3, 5)), fused=True,
      gradcheck=False)
 
