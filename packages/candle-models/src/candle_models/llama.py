@@ -9,18 +9,25 @@ attention/MLP biases and a sliding window. Device- and dtype-agnostic: only cand
     logits = model(ids, cache)                         # ids [B, T] int64 -> logits [B, T, vocab]
     logits = model(next_id, cache, last_only=True)     # decode: [B, 1, vocab]
 
-Weight layout (chosen for the decode hot path, set once at load): every projection is stored
+Weight layout (chosen for the decode hot path, set once at load): the projections are stored
 transposed, `[in, out]` and C-contiguous, so `x @ W` runs BLAS on the stored buffer without a copy
 (measured with numpy, best of 10, for the 1-row matvecs of one decode step over SmolLM2's 538 MB of
 float32 matrices on a 2-core CPU: 20 ms against 23 ms for `x @ W.T` on the `[out, in]` buffers and
-22 ms for `W @ x`; with one BLAS thread 25 ms against 39 ms and 39 ms).
+22 ms for `W @ x`; with one BLAS thread 25 ms against 39 ms and 39 ms), except the down projection,
+whose output is narrow: OpenBLAS streams it faster as `x @ W.T` on the `[out, in]` buffer (SmolLM2's 30
+down projections, 106 MB: 3.6 ms against 5.0 ms with 2 threads, 6.5 against 7.2 with one; the other
+projections measured the other way round), so it stays as stored and is applied through a transposed view.
 Q, K and V are fused into one `[hidden, q+2kv]` matrix and gate/up into one `[hidden, 2*intermediate]`
 matrix, so a layer is 4 matmuls. With a tied head the model keeps only the transposed embedding
 `[hidden, vocab]` and looks tokens up by column (one gather of `hidden` floats per token). The
 transposition costs about 0.2 s of SmolLM2's load, spread over worker threads.
 
-A decode step per layer: rms_norm, matmul, one rope for Q and K together, two in-place cache writes,
-sdpa (GQA without repeating K/V), matmul + residual, rms_norm, matmul, silu_mul, matmul + residual.
+A decode step per layer is 12 kernels: rms_norm, matmul, one rope rotating Q and K in place in the
+projection's output, one copy of the new keys and values (adjacent there) into the cache, sdpa (GQA without
+repeating K/V), matmul + residual, rms_norm, matmul, silu_mul (on the gate/up halves), matmul + residual.
+The per-token Python around them is kept small (the Python cost of an op is comparable to its numpy
+work at these sizes): the cache's key/value views are made once per buffer, parameters are read from the
+modules' dicts, and the few views a step needs (the QKV split, the cache slot) are the only other ops.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from candle.device import as_device
 from candle.nn import Module, ModuleList, Parameter
 from candle.nn.attention import rope_frequencies
 from candle.ops.attention import causal_mask, rope, scaled_dot_product_attention
+from candle.ops.norm import rms_norm, silu_mul
 
 from .config import LlamaConfig
 from .registry import register
@@ -65,7 +73,9 @@ def _param(t: Tensor) -> Parameter:
 
 # --- KV cache ----------------------------------------------------------------------------------------
 class LlamaCache:
-    """Preallocated per-layer key/value buffers `[batch, kv_heads, max_len, head_dim]`.
+    """Preallocated per-layer key/value buffers `kv[layer]` of shape `[batch, 2 * kv_heads, max_len, head_dim]`:
+    the keys in heads `0 .. kv_heads-1`, the values after them, so that one step's new keys and values (adjacent
+    in the fused QKV projection's output) are written with a single copy.
 
     `position` is the number of positions held (the next token's position). New entries are written
     in place; when a forward needs more room the buffers grow (doubling, up to the model's
@@ -77,19 +87,20 @@ class LlamaCache:
         self.limit = config.max_position_embeddings
         self.max_len = 0
         self.position = 0
-        self.k: list[Tensor] = []
-        self.v: list[Tensor] = []
+        self.kv: list[Tensor] = []
+        self._kv_views: list[tuple[Tensor, Tensor]] = []
         self._alloc(min(max(1, max_len), self.limit))
 
     def _alloc(self, n: int) -> None:
         c = self.config
-        shape = (self.batch_size, c.num_key_value_heads, n, c.head_dim)
-        old_k, old_v, keep = self.k, self.v, self.position
-        self.k = [candle.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
-        self.v = [candle.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
+        shape = (self.batch_size, 2 * c.num_key_value_heads, n, c.head_dim)
+        old, keep = self.kv, self.position
+        self.kv = [candle.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
+        hk = c.num_key_value_heads
+        self._kv_views = [(kv.narrow(1, 0, hk), kv.narrow(1, hk, hk)) for kv in self.kv]  # made once, not per step
         if keep:
-            for new, old in zip(self.k + self.v, old_k + old_v):
-                new.narrow(2, 0, keep).copy_(old.narrow(2, 0, keep))
+            for new, prev in zip(self.kv, old):
+                new.narrow(2, 0, keep).copy_(prev.narrow(2, 0, keep))
         self.max_len = n
 
     def reserve(self, start: int, n: int) -> None:
@@ -101,13 +112,13 @@ class LlamaCache:
         if end > self.max_len:
             self._alloc(min(self.limit, max(end, 2 * self.max_len)))
 
-    def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v `[B, kv_heads, n, head_dim]` at `start`; return views of positions `0 .. start+n-1`."""
-        n = k.shape[2]
-        kb, vb = self.k[layer], self.v[layer]
-        kb.narrow(2, start, n).copy_(k)
-        vb.narrow(2, start, n).copy_(v)
-        return kb.narrow(2, 0, start + n), vb.narrow(2, 0, start + n)
+    def update(self, layer: int, start: int, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the keys and values `kv` `[B, 2 * kv_heads, n, head_dim]` at `start`; return (keys, values),
+        views `[B, kv_heads, start+n, head_dim]` of positions `0 .. start+n-1`."""
+        n = kv._shape[2]
+        self.kv[layer].narrow(2, start, n).copy_(kv)
+        k, v = self._kv_views[layer]
+        return k.narrow(2, 0, start + n), v.narrow(2, 0, start + n)
 
     def reset(self) -> None:
         """Forget every entry (the buffers are kept)."""
@@ -146,53 +157,62 @@ class LlamaAttention(Module):
         self.o_bias = _param(o_bias) if o_bias is not None else None
 
     def forward(self, x: Tensor, step: _Step, layer: int) -> Tensor:
-        """x `[B*T, hidden]` (normalised) -> attention output `[B*T, hidden]` (before the residual)."""
+        """x `[B*T, hidden]` (normalised) -> attention output `[B*T, hidden]` (before the residual).
+
+        Q and K are rotated in place in the projection's output (one rope kernel for both), then the new
+        keys and values, adjacent there, go to the cache in one copy."""
         n_q, n_kv, hd = self.n_q, self.n_kv, self.head_dim
-        batch, t, cos, sin = step.batch, step.t, step.cos, step.sin
-        qkv = x @ self.qkv_t
-        if self.qkv_bias is not None:
-            qkv = qkv + self.qkv_bias
-        if t == 1:  # decode: [B, heads*D] is already [B, heads, 1, D] in memory, no transposes needed
+        batch, t = step.batch, step.t
+        p = self._parameters
+        qkv = x @ p["qkv_t"]
+        bias = p.get("qkv_bias")
+        if bias is not None:
+            qkv = qkv + bias
+        if t == 1:  # decode: [B, heads*D] is already [B, heads, 1, D] in memory
             qkv = qkv.reshape(batch, n_q + 2 * n_kv, 1, hd)
-            qk = rope(qkv.narrow(1, 0, n_q + n_kv), cos, sin)
-            v = qkv.narrow(1, n_q + n_kv, n_kv)
         else:
-            qkv = qkv.reshape(batch, t, n_q + 2 * n_kv, hd)
-            qk = rope(qkv.narrow(2, 0, n_q + n_kv).transpose(1, 2), cos, sin)  # [B, Hq+Hk, T, D], one kernel
-            v = qkv.narrow(2, n_q + n_kv, n_kv).transpose(1, 2)
-        q, k = qk.narrow(1, 0, n_q), qk.narrow(1, n_q, n_kv)
+            qkv = qkv.reshape(batch, t, n_q + 2 * n_kv, hd).transpose(1, 2)  # [B, heads, T, D], a view
+        qk = qkv.narrow(1, 0, n_q + n_kv)
+        rope(qk, step.cos, step.sin, out=qk)
+        q, kv = qkv.split([n_q, 2 * n_kv], 1)
         if step.cache is not None:
-            k, v = step.cache.update(layer, step.start, k, v)
-        s = k.shape[2]
+            k, v = step.cache.update(layer, step.start, kv)
+        else:
+            k, v = kv.split(n_kv, 1)
+        s = k._shape[2]
         mask = step.mask
         if t == 1 and self.window is not None and s > self.window:  # decode: the last `window` keys, a view
             k, v = k.narrow(2, s - self.window, self.window), v.narrow(2, s - self.window, self.window)
             s = self.window
         o = scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True,
                                          causal_offset=None if mask is not None else s - t)
-        o = (o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)) @ self.o_t
-        return o + self.o_bias if self.o_bias is not None else o
+        o = (o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)) @ p["o_t"]
+        bias = p.get("o_bias")
+        return o + bias if bias is not None else o
 
 
 class LlamaMLP(Module):
-    """SwiGLU: `down(silu(gate(x)) * up(x))` with gate/up fused as `gate_up_t [hidden, 2*inter]`."""
+    """SwiGLU: `down(silu(gate(x)) * up(x))` with gate/up fused as `gate_up_t [hidden, 2*inter]` and the down
+    projection kept as `down [hidden, inter]` (`[out, in]`, applied as `x @ down.t()`: see the module docs)."""
 
-    def __init__(self, gate_up_t: Tensor, down_t: Tensor, gate_up_bias: Tensor | None = None,
+    def __init__(self, gate_up_t: Tensor, down: Tensor, gate_up_bias: Tensor | None = None,
                  down_bias: Tensor | None = None) -> None:
         super().__init__()
-        self.inter = down_t.shape[0]
+        self.inter = down.shape[1]
         self.gate_up_t = _param(gate_up_t)
-        self.down_t = _param(down_t)
+        self.down = _param(down)
         self.gate_up_bias = _param(gate_up_bias) if gate_up_bias is not None else None
         self.down_bias = _param(down_bias) if down_bias is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
-        gu = x @ self.gate_up_t
-        if self.gate_up_bias is not None:
-            gu = gu + self.gate_up_bias
-        n = self.inter
-        y = candle.silu_mul(gu.narrow(1, 0, n), gu.narrow(1, n, n)) @ self.down_t
-        return y + self.down_bias if self.down_bias is not None else y
+        p = self._parameters
+        gu = x @ p["gate_up_t"]
+        bias = p.get("gate_up_bias")
+        if bias is not None:
+            gu = gu + bias
+        y = silu_mul(gu) @ p["down"].t()  # silu(gate) * up of the two halves, without making views
+        bias = p.get("down_bias")
+        return y + bias if bias is not None else y
 
 
 class LlamaBlock(Module):
@@ -208,8 +228,9 @@ class LlamaBlock(Module):
         self.mlp = mlp
 
     def forward(self, x: Tensor, step: _Step, layer: int) -> Tensor:
-        x = x + self.attn(candle.rms_norm(x, self.attn_norm, self.eps), step, layer)
-        return x + self.mlp(candle.rms_norm(x, self.mlp_norm, self.eps))
+        p, m = self._parameters, self._modules  # direct lookups: Module.__getattr__ is a slow fallback
+        x = x + m["attn"].forward(rms_norm(x, p["attn_norm"], self.eps), step, layer)
+        return x + m["mlp"].forward(rms_norm(x, p["mlp_norm"], self.eps))
 
 
 # --- reading weights ---------------------------------------------------------------------------------
@@ -257,7 +278,7 @@ class _HostReader:
             "gate_up_t": _fuse_t(self.get(m + "gate_proj.weight", (inter, hid)),
                                  self.get(m + "up_proj.weight", (inter, hid))),
             "gate_up_b": self._bias([(m + "gate_proj.bias", inter), (m + "up_proj.bias", inter)], c.mlp_bias),
-            "down_t": _fuse_t(self.get(m + "down_proj.weight", (hid, inter))),
+            "down": self.get(m + "down_proj.weight", (hid, inter)).contiguous(),
             "down_b": self._bias([(m + "down_proj.bias", hid)], c.mlp_bias),
             "attn_norm": self.get(f"model.layers.{i}.input_layernorm.weight", (hid,)),
             "mlp_norm": self.get(f"model.layers.{i}.post_attention_layernorm.weight", (hid,)),
@@ -327,7 +348,7 @@ class LlamaForCausalLM(Module):
             return t.to(device=dev) if t is not None else None
 
         layers = [LlamaBlock(c, LlamaAttention(c, *(on(p[k]) for k in ("qkv_t", "o_t", "qkv_b", "o_b"))),
-                             LlamaMLP(*(on(p[k]) for k in ("gate_up_t", "down_t", "gate_up_b", "down_b"))),
+                             LlamaMLP(*(on(p[k]) for k in ("gate_up_t", "down", "gate_up_b", "down_b"))),
                              on(p["attn_norm"]), on(p["mlp_norm"]))
                   for p in parts]
         return cls(c, layers, on(norm), on(head_t), on(embed))
@@ -426,8 +447,8 @@ class LlamaForCausalLM(Module):
         with candle.no_grad():
             step = _Step(b, t, cos, sin, cache, start, self._window_mask(t, start + t if cache is not None else t))
             h = self.embed_tokens(input_ids)
-            for i, layer in enumerate(self.layers):
-                h = layer(h, step, i)
+            for i, layer in enumerate(self._modules["layers"]):
+                h = layer.forward(h, step, i)
             if last_only and t > 1:
                 h = h.reshape(b, t, -1).narrow(1, t - 1, 1).reshape(b, -1)
                 t = 1

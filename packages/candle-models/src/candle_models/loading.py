@@ -146,5 +146,8 @@ def load_model(path_or_id: str | os.PathLike[str] | None = None, device: Any = "
     finally:
         if bar is not None:
             bar.close()
+    attach = getattr(model, "attach", None)
+    if tok is not None and callable(attach):  # e.g. encoders: `encode(texts)` needs the tokenizer
+        attach(tok, src)
     return LoadedModel(model=model, tokenizer=tok, config=config, arch=str(arch), source=src,
                        load_seconds=time.perf_counter() - t0)

@@ -15,7 +15,9 @@ point's name is the architecture name, its value a class (`pkg.module:Class`) or
 A registered class provides (see `candle_models.llama.LlamaForCausalLM` for the reference):
 `config_from_hf(config_json_dict)`, `from_weights(config, weights, device=, dtype=, progress=)`,
 `weight_count(config)` (for the progress bar) and, to read GGUF files, `config_from_gguf(reader)` and
-`gguf_weights(reader, config)` (the file's tensors under the names `from_weights` reads).
+`gguf_weights(reader, config)` (the file's tensors under the names `from_weights` reads). A model may
+also have `attach(tokenizer, source)`, which `load_model` calls with the loaded tokenizer and the
+`ModelSource` (BERT uses it for `encode(texts)` and the folder's pooling settings).
 """
 
 from __future__ import annotations
