@@ -271,6 +271,7 @@ def test_cuda_probe_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_opencl_probe_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = pytest.importorskip("candle_opencl.plugin")
     monkeypatch.delenv("CANDLE_OPENCL_PLATFORM", raising=False)
+    monkeypatch.delenv("CANDLE_OPENCL_DEVICE", raising=False)
     monkeypatch.setitem(sys.modules, "pyopencl", None)
     with pytest.raises(BackendUnavailableError,
                        match=re.escape('pyopencl is not installed: pip install "candle-core[opencl]" '
@@ -311,8 +312,21 @@ def test_opencl_probe_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANDLE_OPENCL_PLATFORM", "amd")
     with pytest.raises(BackendUnavailableError, match=r"CANDLE_OPENCL_PLATFORM='amd'"):
         plugin._probe()
-    with pytest.raises(candle.UnsupportedError, match=r"skeleton"):
-        plugin._make(0)
+    monkeypatch.delenv("CANDLE_OPENCL_PLATFORM")
+
+    class Dev:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    platforms = [Platform("Portable Computing Language", [Dev("pthread-cpu")]),
+                 Platform("NVIDIA CUDA", [Dev("NVIDIA H100"), Dev("NVIDIA A10")])]
+    monkeypatch.setenv("CANDLE_OPENCL_DEVICE", "a10")
+    assert [d.name for d in plugin.devices()] == ["NVIDIA A10"]
+    monkeypatch.setenv("CANDLE_OPENCL_DEVICE", "1")
+    assert [d.name for d in plugin.devices()] == ["NVIDIA H100"]
+    monkeypatch.setenv("CANDLE_OPENCL_DEVICE", "tpu")
+    with pytest.raises(BackendUnavailableError, match=r"CANDLE_OPENCL_DEVICE='tpu'"):
+        plugin._probe()
 
 
 def test_first_party_plugin_modules_are_light() -> None:
@@ -366,8 +380,13 @@ def test_candle_device_env_picks_the_device_of_new_tensors(env: str, expected: s
                               arange=str(candle.arange(3).device), randn=str(candle.randn(2, 2).device),
                               backend=type(t.device.backend).__name__, value=t.tolist())))
     """, CANDLE_DEVICE=env)
+    if env == "auto":  # the available backend of highest priority: cpu, unless e.g. an OpenCL device is present
+        infos = [i for i in candle.backends() if i.state == "available"]
+        best = max(infos, key=lambda i: i.priority).name
+        expected = "cpu" if best == "cpu" else f"{best}:0"
     assert out["default"] == out["zeros"] == out["arange"] == out["randn"] == expected
-    assert out["backend"] == ("CountingBackend" if expected.startswith("countdev") else "NumpyBackend")
+    if expected.startswith(("cpu", "countdev")):
+        assert out["backend"] == ("CountingBackend" if expected.startswith("countdev") else "NumpyBackend")
     assert out["value"] == [1.0, 2.0]
 
 

@@ -1,9 +1,15 @@
-"""candle-opencl: the OpenCL backend of candle, on PyOpenCL. 0.1.0 is a skeleton: it registers the
-`opencl` device type and probes for devices; the kernels land with the OpenCL backend issue.
+"""candle-opencl: the OpenCL backend of candle, on PyOpenCL with candle's own OpenCL C kernels.
 
-Importing this package is light: PyOpenCL is imported only by the probe and the backend.
+Devices are `opencl:N` (see `candle_opencl.plugin` for the platform/device selection by environment
+variable). Importing this package is light: PyOpenCL is imported by the probe and the backend only.
+
+`stats()` / `reset_stats()` count host<->device transfers, kernel launches and program builds, e.g.
+to check that a model's forward pass never leaves the device.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._stats import reset_stats, stats
+
+__version__ = "0.2.0"
+__all__ = ["reset_stats", "stats"]

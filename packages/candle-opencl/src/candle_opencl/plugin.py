@@ -3,7 +3,9 @@
 Environment:
     CANDLE_OPENCL_PLATFORM  only platforms whose name contains this text (case-insensitive), or the
                             platform of this index in `pyopencl.get_platforms()`.
-    CANDLE_OPENCL_DEVICE    (for the backend issue, not read yet) the device of `opencl:0`.
+    CANDLE_OPENCL_DEVICE    only devices whose name contains this text (case-insensitive), or the
+                            device of this index among those of the chosen platforms: the first match
+                            is `opencl:0`.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from candle.errors import BackendUnavailableError, UnsupportedError
+from candle.errors import BackendUnavailableError
 from candle.plugin import BackendSpec, hookimpl
 
 INSTALL_HINT = 'pip install "candle-core[opencl]" pocl-binary-distribution'
 
-# Below cpu's 0 while this package is a skeleton, so that CANDLE_DEVICE=auto never picks a backend that
-# cannot run yet; the OpenCL backend issue raises it above cpu.
-PRIORITY = -100
+# Above cpu's 0: CANDLE_DEVICE=auto picks an available OpenCL device.
+PRIORITY = 10
 
 
 def _select_platforms(platforms: list[Any]) -> list[Any]:
@@ -61,6 +62,16 @@ def devices() -> list[Any]:
             found.extend(p.get_devices())
         except Exception as e:  # noqa: BLE001 - DEVICE_NOT_FOUND on a platform without devices
             errors.append(f"{p.name}: {type(e).__name__}: {e}")
+    want = os.environ.get("CANDLE_OPENCL_DEVICE", "").strip()
+    if found and want:
+        if want.isdigit():
+            picked = found[int(want):int(want) + 1]
+        else:
+            picked = [d for d in found if want.lower() in d.name.lower()]
+        if not picked:
+            names = ", ".join(repr(d.name.strip()) for d in found)
+            raise BackendUnavailableError(f"no OpenCL device matches CANDLE_OPENCL_DEVICE={want!r} (devices: {names})")
+        found = picked
     if not found:
         detail = f" ({'; '.join(errors)})" if errors else ""
         names = ", ".join(repr(p.name) for p in chosen)
@@ -72,11 +83,21 @@ def _probe() -> int:
     return len(devices())
 
 
-def _make(index: int):  # noqa: ANN202
-    raise UnsupportedError("candle-opencl 0.1.0 is a skeleton: its kernels land with the OpenCL backend issue")
+def select_device(index: int) -> Any:
+    """The OpenCL device of `opencl:index`; `BackendUnavailableError` when there is none."""
+    found = devices()
+    if not 0 <= index < len(found):
+        raise BackendUnavailableError(f"opencl:{index} does not exist: {len(found)} OpenCL device(s) found")
+    return found[index]
+
+
+def _make(index: int):  # noqa: ANN202 - the heavy import happens here, on first use of the device
+    from .backend import OpenCLBackend
+
+    return OpenCLBackend(index)
 
 
 @hookimpl
 def candle_backends() -> list[BackendSpec]:
     return [BackendSpec(name="opencl", factory=_make, probe=_probe, priority=PRIORITY,
-                        description="PyOpenCL with candle's own kernels (skeleton: no kernels yet)")]
+                        description="PyOpenCL with candle's own OpenCL C kernels")]

@@ -1,0 +1,251 @@
+"""candle-opencl (on PoCL, OpenCL on the CPU, in CI) beside candle's CPU backend in the same run.
+
+Sections: elementwise GB/s, matmul GFLOP/s (256..2048), softmax and rms_norm GB/s, SmolLM2-135M decode
+tokens/s. Ratios are opencl / cpu backend (numpy). OpenCL work is queued asynchronously: every timed
+statement ends with a queue `finish()`, so the times include the device's work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+import candle
+from _harness import GATE, Config, Goal, Table, fmt_rate, fmt_ratio, time_it
+
+TITLE = "candle-opencl (PoCL) beside the CPU backend"
+_SETTLE_S = 0.2
+_DEV = "opencl"
+_REPS = 4  # ops per timed statement (one queue sync per statement)
+
+
+def _available() -> str | None:
+    """None when the opencl backend runs here, else why not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        infos = {i.name: i for i in candle.backends()}
+    info = infos.get("opencl")
+    if info is None:
+        return "candle-opencl is not installed (pip install packages/candle-opencl pyopencl pocl-binary-distribution)"
+    if info.state != "available":
+        return f"opencl is {info.state}: {info.reason}"
+    return None
+
+
+def _sync() -> None:
+    candle.Device(_DEV).backend.synchronize()
+
+
+def _timed(fn: Callable[[], Any], cfg: Config, device: bool, settle: bool = True) -> float:
+    """Seconds per call of fn (on opencl: _REPS calls then one queue sync)."""
+    kw = {"target_s": cfg.target_s, "repeat": cfg.repeat, "settle_s": _SETTLE_S if settle else 0.0}
+    if not device:
+        return time_it(fn, **kw)
+
+    def stmt() -> None:
+        for _ in range(_REPS):
+            fn()
+        _sync()
+
+    return time_it(stmt, **kw) / _REPS
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    cpu = {k: candle.from_numpy(v) for k, v in arrays.items()}
+    ocl = {k: candle.from_numpy(v).to(_DEV) for k, v in arrays.items()}
+    return cpu, ocl
+
+
+def _silu(x: Any) -> Any:
+    return candle.silu(x)
+
+
+_ELEMENTWISE: list[tuple[str, int, Callable[[dict[str, Any]], Any], Callable[[dict[str, Any]], Any]]] = [
+    ("x + y", 2, lambda t: t["x"] + t["y"], lambda a: np.add(a["x"], a["y"])),
+    ("x * 2.0", 1, lambda t: t["x"] * 2.0, lambda a: np.multiply(a["x"], np.float32(2.0))),
+    ("exp(x)", 1, lambda t: t["x"].exp(), lambda a: np.exp(a["x"])),
+    ("silu(x)", 1, lambda t: _silu(t["x"]), lambda a: a["x"] / (1 + np.exp(-a["x"]))),
+    ("x[:, ::2] + 1", 1, lambda t: t["m"][:, ::2] + 1.0, lambda a: a["m"][:, ::2] + np.float32(1.0)),
+]
+
+
+def bench_elementwise(cfg: Config) -> Table:
+    """Elementwise GB/s (bytes read + written) of opencl, the cpu backend and numpy itself."""
+    sizes = [1_000_000] + ([] if cfg.quick else [10_000_000])
+    table = Table("Elementwise throughput, f32 (higher is better)",
+                  ["op", "elements", "opencl GB/s", "cpu GB/s", "numpy GB/s", "opencl/numpy"])
+    rng = np.random.default_rng(0)
+    ratios: list[float] = []
+    for n in sizes:
+        arrays = {"x": rng.standard_normal(n).astype(np.float32), "y": rng.standard_normal(n).astype(np.float32),
+                  "m": rng.standard_normal((n // 1000, 2000)).astype(np.float32)}
+        cpu, ocl = _tensors(arrays)
+        for name, reads, fc, fn in _ELEMENTWISE:
+            nbytes = (reads + 1) * 4 * n
+            t_np = _timed(partial(fn, arrays), cfg, False)
+            t_cpu = _timed(partial(fc, cpu), cfg, False)
+            t_ocl = _timed(partial(fc, ocl), cfg, True)
+            ratios.append(t_np / t_ocl)
+            table.rows.append([name, f"{n:.0e}", fmt_rate(nbytes / t_ocl / 1e9), fmt_rate(nbytes / t_cpu / 1e9),
+                               fmt_rate(nbytes / t_np / 1e9), fmt_ratio(t_np / t_ocl)])
+    med = float(np.median(ratios))
+    table.goals.append(Goal("opencl elementwise / numpy (median over ops and sizes)", fmt_ratio(med), ">= 0.8x",
+                            med >= 0.8))
+    table.notes = ["GB/s counts each input read once and the output written once (4 bytes per element); "
+                   "`x[:, ::2] + 1` reads a strided view (the strided kernel)."]
+    return table
+
+
+def bench_matmul(cfg: Config) -> Table:
+    """Square f32 matmul GFLOP/s; plus the transposed-operand and decode-shaped products."""
+    sizes = [256, 512, 1024] + ([] if cfg.quick else [2048])
+    table = Table("matmul f32, GFLOP/s (higher is better)", ["product", "opencl GFLOP/s", "cpu GFLOP/s",
+                                                             "opencl/cpu"])
+    rng = np.random.default_rng(0)
+    ratios: list[float] = []
+    cases: list[tuple[str, tuple[int, int, int], Callable[[dict[str, Any]], Any]]] = [
+        (f"({n} x {n}) @ ({n} x {n})", (n, n, n), lambda t: t["a"] @ t["b"]) for n in sizes]
+    cases += [("(1024 x 1024) @ (1024 x 1024)^T", (1024, 1024, 1024), lambda t: t["a"] @ t["b"].t()),
+              ("(1 x 576) @ (576 x 1536)", (1, 576, 1536), lambda t: t["a"] @ t["b"])]
+    for name, (m, k, n), f in cases:
+        cpu, ocl = _tensors({"a": rng.standard_normal((m, k)).astype(np.float32),
+                             "b": rng.standard_normal((k, n) if "^T" not in name else (n, k)).astype(np.float32)})
+        flops = 2.0 * m * k * n
+        t_cpu = _timed(partial(f, cpu), cfg, False)
+        t_ocl = _timed(partial(f, ocl), cfg, True)
+        if m == k == n and "^T" not in name:
+            ratios.append(t_cpu / t_ocl)
+        table.rows.append([name, fmt_rate(flops / t_ocl / 1e9), fmt_rate(flops / t_cpu / 1e9),
+                           fmt_ratio(t_cpu / t_ocl)])
+    worst = min(ratios)
+    table.goals.append(Goal("opencl matmul / numpy-OpenBLAS, square 256..2048", f"worst {worst:.2f}x", ">= 0.25x",
+                            worst >= 0.25))
+    table.notes = ["cpu is candle's numpy backend (OpenBLAS); opencl runs candle's register-tiled kernels "
+                   "(mm_nn6/mm_nn1, mm_nt for a transposed right operand, mm_gemv for one row)."]
+    return table
+
+
+def _softmax(t: dict[str, Any]) -> Any:
+    return t["x"].softmax(-1)
+
+
+def _rms_norm(t: dict[str, Any]) -> Any:
+    return candle.nn.functional.rms_norm(t["x"], tuple(t["x"].shape[-1:]), t["w"], 1e-5)
+
+
+def bench_norms(cfg: Config) -> Table:
+    """softmax and rms_norm over the last dim, GB/s (read once + write once)."""
+    table = Table("softmax / rms_norm, f32 (higher is better)", ["op", "shape", "opencl GB/s", "cpu GB/s",
+                                                                 "opencl/cpu"])
+    rng = np.random.default_rng(0)
+    for op, shape in [("softmax", (4096, 1024)), ("softmax", (64, 32000)), ("rms_norm", (4096, 1024)),
+                      ("rms_norm", (1, 576))]:
+        cpu, ocl = _tensors({"x": rng.standard_normal(shape).astype(np.float32),
+                             "w": rng.standard_normal(shape[-1:]).astype(np.float32)})
+        f = _softmax if op == "softmax" else _rms_norm
+        nbytes = 2 * 4 * int(np.prod(shape))
+        t_cpu = _timed(partial(f, cpu), cfg, False)
+        t_ocl = _timed(partial(f, ocl), cfg, True)
+        table.rows.append([op, str(shape), fmt_rate(nbytes / t_ocl / 1e9), fmt_rate(nbytes / t_cpu / 1e9),
+                           fmt_ratio(t_cpu / t_ocl)])
+    table.notes = ["Both run their backend's fused kernel (`softmax_last_dim`, `rms_norm`); (1, 576) is a "
+                   "decode step's norm, where the launch cost dominates."]
+    return table
+
+
+_DECODE_CHILD = """
+import sys, time
+import numpy as np
+import candle
+from candle_models.loading import load_model
+
+path, device, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = load_model(path, device=device, tokenizer=False, progress=False).model
+cache = m.new_cache(1, 16 + steps + 4)
+logits = m(candle.tensor([[1, 504, 2988, 314, 42, 216, 34, 32]], device=device), cache, last_only=True)
+tok = int(logits[0, -1].argmax().item())
+times = []
+for _ in range(steps):
+    t0 = time.perf_counter()
+    logits = m(candle.tensor([[tok]], device=device), cache, last_only=True)
+    tok = int(logits[0, -1].argmax().item())  # the sampled id is the step's one transfer
+    times.append(time.perf_counter() - t0)
+print(1.0 / float(np.median(times)))
+"""
+
+
+def _decode_tps(path: str, device: str, steps: int) -> float:
+    """Decode tokens/s in a fresh process: PoCL's worker threads and OpenBLAS's would otherwise share (and
+    fight over) the same two cores in one process."""
+    GATE.wait(threaded=True)
+    out = subprocess.run([sys.executable, "-c", _DECODE_CHILD, path, device, str(steps)], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def bench_decode(cfg: Config) -> Table:
+    """SmolLM2-135M-Instruct (f32) greedy decode tokens/s, opencl beside cpu."""
+    table = Table("SmolLM2-135M decode, f32 (higher is better)", ["device", "tokens/s", "vs cpu"])
+    try:
+        from candle_models import model_files
+
+        path = os.fspath(model_files.smollm2_gguf_path())
+    except Exception as e:  # noqa: BLE001 - the model package is optional
+        table.notes = [f"skipped: SmolLM2 is not installed ({type(e).__name__}: {e})"]
+        table.goals.append(Goal("opencl decode / cpu decode", "-", ">= 0.5x", None))
+        return table
+    steps = 10 if cfg.quick else 30
+    cpu = _decode_tps(path, "cpu", steps)
+    ocl = _decode_tps(path, _DEV, steps)
+    table.rows += [["cpu", f"{cpu:.1f}", "1.00x"], ["opencl", f"{ocl:.1f}", fmt_ratio(ocl / cpu)]]
+    table.goals.append(Goal("opencl decode / cpu decode (SmolLM2-135M)", fmt_ratio(ocl / cpu), ">= 0.5x",
+                            ocl / cpu >= 0.5))
+    table.notes = [f"median of {steps} decode steps after an 8-token prefill, each step one forward + argmax + "
+                   "`.item()`; weights dequantized to float32 (~540 MB read per token); each device in its own "
+                   "process."]
+    return table
+
+
+_SECTIONS: list[tuple[str, Callable[[Config], Table]]] = [
+    ("opencl-elementwise", bench_elementwise),
+    ("opencl-matmul", bench_matmul),
+    ("opencl-softmax-rms_norm", bench_norms),
+    ("opencl-decode", bench_decode),
+]
+
+
+def run(cfg: Config) -> Iterator[Table]:
+    """Every opencl table (or those `-k` selects); one note table when opencl cannot run here."""
+    why = _available()
+    if why is not None:
+        yield Table("candle-opencl", ["status"], [["skipped"]], notes=[why])
+        return
+    import candle_opencl.runtime as rt
+
+    device = rt.runtime(0).name
+    for name, fn in _SECTIONS:
+        if cfg.wants(name):
+            table = fn(cfg)
+            table.notes.append(f"OpenCL device: {device}.")
+            yield table
+
+
+if __name__ == "__main__":  # python bench/bench_opencl.py [--quick]
+    import sys
+
+    from _harness import machine_info
+
+    cfg = Config(quick="--quick" in sys.argv)
+    for k, v in machine_info(None):
+        print(f"{k}: {v}")
+    for t in run(cfg):
+        print(t.render())
+        for g in t.goals:
+            print(f"goal: {g.name}: {g.value} (target {g.target}, met: {g.met})")
