@@ -32,6 +32,8 @@ from _harness import GATE, Config, Goal, Table, load_average, machine_info
 BENCHES: list[tuple[str, str]] = [
     ("core", "bench_core"),
     ("train", "bench_train"),
+    ("generate", "bench_generate"),
+    ("opencl", "bench_opencl"),
 ]
 
 
