@@ -403,8 +403,9 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
     # --- fused kernels ---------------------------------------------------------------------------
     def softmax_last_dim(self, x: np.ndarray, shape: Shape, dtype: DType) -> np.ndarray:
         xf = x.astype(_F32) if dtype in _HALF else x
-        e = np.exp(xf - xf.max(axis=-1, keepdims=True))
-        e /= e.sum(axis=-1, keepdims=True)
+        e = xf - np.maximum.reduce(xf, axis=-1, keepdims=True)  # ufunc reduces: no Python wrapper per call
+        np.exp(e, out=e)
+        e /= np.add.reduce(e, axis=-1, keepdims=True)
         return _a(e.astype(dtype.numpy, copy=False))
 
     def log_softmax_last_dim(self, x: np.ndarray, shape: Shape, dtype: DType) -> np.ndarray:

@@ -33,15 +33,16 @@ def log_softmax_composed(x: Tensor, dim: int) -> Tensor:
 def _run(name: str, x: Tensor, d: int) -> Tensor:
     """The fused last-dim kernel on x (moving `d` last if needed), or the composition (not recorded)."""
     kernel = fused(x._backend, f"{name}_last_dim")
+    last = len(x._shape) - 1
+    if kernel is not None and d == last:  # the common case, kept short: it is on every attention's path
+        return make(kernel(x._data, x._shape, x._dtype), x._shape, x._dtype, x._device, x._backend)
     y = x.detach()
     if kernel is None:
         with no_grad():
             return (softmax_composed if name == "softmax" else log_softmax_composed)(y, d)
-    last = len(x._shape) - 1
-    if d != last:
-        y = transpose(y, d, last)
+    y = transpose(y, d, last)
     out = make(kernel(y._data, y._shape, y._dtype), y._shape, y._dtype, y._device, y._backend)
-    return out if d == last else transpose(out, d, last)
+    return transpose(out, d, last)
 
 
 def softmax(x: Tensor, dim: int, dtype: DType | str | None = None) -> Tensor:

@@ -23,7 +23,7 @@ from ._base import (
     zeros_of,
 )
 from .elementwise import add, cast, lt, mul, where
-from .shape import expand, flatten, narrow, permute, reshape, slice_view, unsqueeze
+from .shape import expand, flatten, narrow, permute, reshape, slice_view, sliced_view, unsqueeze
 
 
 def _as_i64(index: Tensor) -> Tensor:
@@ -283,23 +283,28 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     items = index if type(index) is tuple else (index,)
     if len(items) <= len(x._shape):  # fast path: ints and slices only
         specs: list[tuple[int, int, int]] = []
+        sliced: list[int] = []
         out_shape: list[int] = []
         for d, it in enumerate(items):
             n = x._shape[d]
             if type(it) is slice and (it.step is None or it.step > 0):
                 a, b, c = it.indices(n)
                 specs.append((a, max(a, b), c))
-                out_shape.append(len(range(a, b, c)))
+                k = len(range(a, b, c))
+                sliced.append(k)
+                out_shape.append(k)
             elif type(it) is int and -n <= it < n:
                 i = it + n if it < 0 else it
                 specs.append((i, i + 1, 1))
+                sliced.append(1)
             else:
                 break
         else:
             for n in x._shape[len(items):]:
                 specs.append((0, n, 1))
+                sliced.append(n)
                 out_shape.append(n)
-            return slice_view(x, specs, tuple(out_shape))
+            return sliced_view(x, specs, tuple(sliced), tuple(out_shape))
     items = _expand_index(x, index)
     specs = []
     out_shape = []

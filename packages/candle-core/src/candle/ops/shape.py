@@ -142,7 +142,11 @@ def movedim(x: Tensor, source: int, destination: int) -> Tensor:
 def slice_view(x: Tensor, specs: Sequence[Spec], shape: tuple[int, ...] | None = None) -> Tensor:
     """The view `x[start:stop:step, ...]` for normalized specs, one per dim, reshaped to `shape`
     when given (dropping or inserting size-1 dims, as indexing with ints and None does)."""
-    sliced = tuple([len(range(a, b, c)) for a, b, c in specs])
+    return sliced_view(x, specs, tuple([len(range(a, b, c)) for a, b, c in specs]), shape)
+
+
+def sliced_view(x: Tensor, specs: Sequence[Spec], sliced: tuple[int, ...], shape: tuple[int, ...] | None) -> Tensor:
+    """`slice_view` with the sliced sizes (one per spec) already computed by the caller."""
     out_shape = sliced if shape is None else shape
     if sliced == x._shape:
         return x if out_shape == sliced else reshape(x, out_shape)
