@@ -155,7 +155,7 @@ def test_programs_built_once_and_kernel_names(ocl: ModuleType) -> None:
 
 
 # --- numerics beyond the kit's small shapes --------------------------------------------------------
-@pytest.mark.parametrize("m,k,n", [(1, 100, 130), (7, 33, 50), (13, 64, 70), (1, 576, 1536), (64, 48, 17)])
+@pytest.mark.parametrize("m,k,n", [(1, 100, 130), (3, 37, 9), (7, 33, 50), (13, 64, 70), (1, 576, 1536), (64, 48, 17)])
 def test_matmul_paths(m: int, k: int, n: int) -> None:
     rng = np.random.default_rng(m * 1000 + n)
     a = rng.standard_normal((m, k)).astype(np.float32)
@@ -193,6 +193,46 @@ def test_reductions_large_and_strided() -> None:
     big = rng.standard_normal(200_000).astype(np.float32)
     np.testing.assert_allclose(_t(big).sum().item(), big.astype(np.float64).sum(), rtol=1e-4, atol=1e-2)
     np.testing.assert_array_equal(_t(big).argmin().item(), big.argmin())
+
+
+@pytest.mark.parametrize("case", ["decode_gqa_cache", "causal_offset", "bool_mask", "add_mask_empty_rows",
+                                  "head256", "head_not_mult8", "long_prompt"])
+def test_attention_paths_match_cpu(case: str) -> None:
+    """sdpa on opencl (attn_rows for few query rows on CPU devices, else matmul + masked softmax + matmul)
+    against the cpu backend, on cache-like strided keys and every mask kind."""
+    F = candle.nn.functional
+    rng = np.random.default_rng(len(case))
+    b, hq, hk, lq, s, e = 2, 6, 2, 1, 37, 64
+    kw: dict[str, Any] = {}
+    mask = None
+    if case == "causal_offset":
+        lq, kw = 5, {"causal_offset": 30}
+    elif case == "bool_mask":
+        lq = 3
+        mask = (rng.random((b, 1, lq, s)) > 0.3).astype(np.uint8)
+    elif case == "add_mask_empty_rows":
+        lq = 4
+        mask = rng.standard_normal((1, hq, lq, s)).astype(np.float32)
+        mask[0, 1, 2, :] = -np.inf  # a row that sees no key: zeros
+    elif case == "head256":
+        e = 256
+    elif case == "head_not_mult8":
+        e = 20
+    elif case == "long_prompt":
+        lq, s, kw = 40, 40, {"is_causal": True}
+    q = rng.standard_normal((b, hq, lq, e)).astype(np.float32)
+    kc = rng.standard_normal((b, hk, s + 11, e)).astype(np.float32)  # a cache: keys [:s] of a longer buffer
+    vc = rng.standard_normal((b, hk, s + 11, e)).astype(np.float32)
+    outs = []
+    for dev in ("cpu", DEV):
+        k = candle.tensor(kc, device=dev)[:, :, :s]
+        v = candle.tensor(vc, device=dev)[:, :, :s]
+        m = candle.tensor(mask, device=dev) if mask is not None else None
+        out = F.scaled_dot_product_attention(candle.tensor(q, device=dev), k, v, attn_mask=m, enable_gqa=True, **kw)
+        outs.append(out.numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    if case == "add_mask_empty_rows":
+        assert not outs[1][0, 1, 2].any()
 
 
 def test_scatter_add_and_index_add_are_deterministic() -> None:
@@ -255,20 +295,34 @@ def test_integer_division_by_zero_does_not_crash() -> None:
 FIXTURE = ROOT / "tests" / "fixtures" / "smollm2_reference.npz"
 
 
-@pytest.fixture(scope="module")
-def smollm2_opencl() -> Any:
+def _smollm2_path() -> str:
     from candle_models import model_files
-    from candle_models.loading import load_model
 
     try:
-        path = os.fspath(model_files.smollm2_gguf_path())
+        return os.fspath(model_files.smollm2_gguf_path())
     except model_files.ModelNotFoundError:
         pytest.skip(f"SmolLM2 is not installed ({model_files.SMOLLM2_INSTALL})")
+
+
+@pytest.fixture(scope="module", params=["default", "float32"])
+def smollm2_opencl(request: pytest.FixtureRequest) -> Any:
+    """SmolLM2 on opencl with the device's default weights (the GGUF's blocks, `qmatmul`, where the
+    loader keeps them quantized) and with weights dequantized to float32 at load."""
+    import inspect
+
+    from candle_models.loading import load_model
+
+    path = _smollm2_path()
     data = dict(np.load(FIXTURE))
     info = json.loads(bytes(data.pop("info")).decode())
     if os.path.getsize(path) != info["gguf_size"]:
         pytest.skip("the reference fixture was computed for another SmolLM2 file")
-    return load_model(path, device=DEV, tokenizer=False, progress=False), data
+    kw: dict[str, Any] = {}
+    if request.param == "float32":
+        if "dequantize" not in inspect.signature(load_model).parameters:
+            pytest.skip("load_model has no dequantize option: the default already is float32")
+        kw["dequantize"] = True
+    return load_model(path, device=DEV, tokenizer=False, progress=False, **kw), data
 
 
 def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
@@ -307,6 +361,19 @@ def test_smollm2_forward_stays_on_the_device(smollm2_opencl: Any, ocl: ModuleTyp
         assert s.get("build", 0) == 0, (what, s)  # every program was built before
         assert 0 < s["kernel"] <= 20 * lm.config.num_hidden_layers + 8, (what, s)  # ~13 ops per layer
         assert logits.device == candle.Device(DEV)
+
+
+def test_cli_generate_on_opencl_matches_cpu() -> None:
+    """`candle generate --device opencl` prints the same greedy text as `--device cpu`."""
+    path = _smollm2_path()
+    texts = []
+    for dev in ("cpu", DEV):
+        cmd = [sys.executable, "-m", "candle_models", "generate", "--model", path, "-p", "The capital of France is",
+               "-n", "12", "--device", dev, "--quiet"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        texts.append(out.stdout)
+    assert texts[0].strip() and texts[1] == texts[0], texts
 
 
 # --- the digits example ----------------------------------------------------------------------------

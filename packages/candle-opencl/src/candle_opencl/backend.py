@@ -21,6 +21,7 @@ from candle.dtype import DType, bfloat16, float16, float32, int64, uint8
 from candle.errors import DTypeError, UnsupportedError
 
 from .fused import FusedKernels
+from .quant import QuantKernels
 from .runtime import (
     CH,
     F32,
@@ -92,7 +93,7 @@ def _pack(*fields: Any, size: int) -> np.ndarray:
     return g
 
 
-class OpenCLBackend(FusedKernels, Backend):
+class OpenCLBackend(QuantKernels, FusedKernels, Backend):
     """candle on one OpenCL device (`opencl:N`)."""
 
     name = "opencl"
@@ -483,6 +484,9 @@ class OpenCLBackend(FusedKernels, Backend):
             if M > m6:
                 k = self.rt.raw_kernel("matmul", "mm_nn1_f32", float32, types)
                 self.rt.launch(k, (nj, M - m6, nb), ls, geom(m6), al, out.buf, a.buf, b.buf)
+        elif M < 4:
+            k = self.rt.raw_kernel("matmul", "mm_nt1_f32", float32, types)
+            self.rt.launch(k, (-(-N // 4), M, nb), ls, geom(0), al, out.buf, a.buf, b.buf)
         else:
             k = self.rt.raw_kernel("matmul", "mm_nt_f32", float32, types)
             self.rt.launch(k, (-(-N // 4), -(-M // 4), nb), ls, geom(0), al, out.buf, a.buf, b.buf)

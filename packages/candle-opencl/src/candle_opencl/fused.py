@@ -23,6 +23,7 @@ Shape = tuple[int, ...]
 Pair = tuple[int, int]
 _HALF = (float16, bfloat16)
 _WG = 64
+ATTN_ROWS_MAX_L = 16  # query rows per head up to which CPU devices run attention as attn_rows (one launch)
 
 
 def _n(shape: Shape) -> int:
@@ -154,6 +155,9 @@ class FusedKernels:
         hk, s = shape_k[1], shape_k[2]
         ev = shape_v[3]
         g = hq // hk
+        if self._rows_attention(q, k, v, shape_q, shape_k, shape_v, dtype):  # type: ignore[attr-defined]
+            return self._attn_rows(q, k, v, mask, shape_mask, mask_kind, scale, causal_offset, (b, hq, lq, e),
+                                   (hk, s, ev))
         qd = self._dense(q)  # type: ignore[attr-defined]
         qv = qd.view((b, hk, g * lq, e), (hk * g * lq * e, g * lq * e, e, 1))
         kt = k.view((b, hk, e, s), (k.strides[0], k.strides[1], k.strides[3], k.strides[2]))
@@ -180,6 +184,42 @@ class FusedKernels:
                 self.rt.launch(kk, (rows * _WG,), (_WG,), geo, scores.buf, mb, ma)
         out = self._mm(scores, v, dtype, 1.0)  # type: ignore[attr-defined]  # [B, Hk, G*L, Ev]
         return out.view((b, hq, lq, ev), (hq * lq * ev, lq * ev, ev, 1))
+
+    def _rows_attention(self, q: CLArray, k: CLArray, v: CLArray, shape_q: Shape, shape_k: Shape, shape_v: Shape,
+                        dtype: DType) -> bool:
+        """Whether `attn_rows` (kernels/attention.cl) runs this attention: CPU devices, float32, head dims
+        multiples of 8 up to 256 with dense last dims, and few query rows (decode, short prompts)."""
+        e, ev = shape_q[3], shape_v[3]
+        return (self._cpu and dtype is float32 and shape_q[2] <= ATTN_ROWS_MAX_L  # type: ignore[attr-defined]
+                and e % 8 == 0 and ev % 8 == 0 and 0 < e <= 256 and 0 < ev <= 256
+                and shape_q[1] % shape_k[1] == 0 and shape_k[2] > 0
+                and (q.shape, k.shape, v.shape) == (shape_q, shape_k, shape_v)
+                and q.strides[3] == 1 and k.strides[3] == 1 and v.strides[3] == 1)
+
+    def _attn_rows(self, q: CLArray, k: CLArray, v: CLArray, mask: CLArray | None, shape_mask: Shape | None,
+                   mask_kind: str | None, scale: float, causal_offset: int | None, bq: tuple[int, int, int, int],
+                   ks: tuple[int, int, int]) -> CLArray:
+        b, hq, lq, e = bq
+        hk, s, ev = ks
+        out = self._empty((b, hq, lq, ev), float32)  # type: ignore[attr-defined]
+        rows = b * hq * lq
+        if not rows:
+            return out
+        kind = 0 if mask is None else (1 if mask_kind == "bool" else 2)
+        ms, mo = [0, 0, 0, 0], 0
+        if mask is not None:
+            assert shape_mask is not None
+            ms = [0 if n == 1 else st for n, st in zip(shape_mask, mask.strides)]
+            mo = mask.offset
+        geo = np.array([hq, hk, lq, s, e, ev, kind, int(causal_offset is not None), int(causal_offset or 0), mo, *ms,
+                        q.offset, k.offset, v.offset, *q.strides[:3], *k.strides[:3], *v.strides[:3]], dtype=np.int64)
+        mb = mask.buf if kind == 1 else out.buf  # type: ignore[union-attr]
+        ma = mask.buf if kind == 2 else out.buf  # type: ignore[union-attr]
+        kern = self.rt.raw_kernel("attention", "attn_rows_f32", float32, [I64, np.float32, None, None, None, None,
+                                                                         None, None, None])
+        self.rt.launch(kern, (round_up(rows, 1),), (1,), rows, np.float32(scale), geo, out.buf, q.buf, k.buf, v.buf,
+                       mb, ma)
+        return out
 
     def _f32(self, x: CLArray, dtype: DType) -> CLArray:
         return self._map1("cast", x, x.shape, float32, file="cast", src=dtype)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@
 
 #define MAXD 6
 #define CH 16
+#define SCH 64  // strided kernels: elements of the innermost dim per work-item (fewer index divisions)
 
 // kernel name: op_variant_dtype. The op is pasted before any expansion (the OpenCL headers define
 // builtins such as exp or max as macros); inside another macro, paste there: KNP(name##_c).
@@ -39,6 +40,9 @@ inline ushort f_to_bf16(float f) {
 #define ST_bf16(p, i, v) ((p)[i] = f_to_bf16(v))
 
 #define C(v) ((CT)(v))
+// NaN test and vector selection written as operators: PoCL calls the isnan/select builtins out of
+// line, spilling the caller's registers around every call (a per-element call in hot loops)
+#define ISNAN(x) ((x) != (x))
 
 // Unaligned vector loads/stores of global memory. PoCL calls its vloadn/vstoren builtins out of
 // line (spilling the caller's registers around every call); with clang, a vector type of element
@@ -74,12 +78,12 @@ inline ushort8 f8_to_bf16(float8 v) {
     uint8 u = as_uint8(v);
     uint8 r = (u + (uint8)0x7fffu + ((u >> 16) & (uint8)1u)) >> 16;
     uint8 q = (u >> 16) | (uint8)0x40u;
-    return convert_ushort8(select(r, q, (u & (uint8)0x7fffffffu) > (uint8)0x7f800000u));
+    return convert_ushort8(((u & (uint8)0x7fffffffu) > (uint8)0x7f800000u) ? q : r);
 }
 #define VST_bf16(p, o, v) VS8US(f8_to_bf16(v), (p) + (o))
 
 // Geometry of a strided map over up to 4 operands (slot 0 is the output): the shape is collapsed
-// (size-1 dims dropped, mergeable dims merged) by the host; each work-item handles CH consecutive
+// (size-1 dims dropped, mergeable dims merged) by the host; each work-item handles SCH consecutive
 // elements of the innermost dim. All fields are longs, so the host packs it as an int64 array.
 typedef struct {
     long nd;
@@ -101,7 +105,7 @@ typedef struct {
         p0 += c_ * (g).st[0][d]; p1 += c_ * (g).st[1][d]; p2 += c_ * (g).st[2][d]; p3 += c_ * (g).st[3][d]; \
     }                                                                                                \
     int last_ = (int)(g).nd - 1;                                                                     \
-    long i0 = chunk * CH, i1 = min(i0 + CH, (g).shape[last_]);                                        \
+    long i0 = chunk * SCH, i1 = min(i0 + SCH, (g).shape[last_]);                                      \
     long s0 = (g).st[0][last_], s1 = (g).st[1][last_], s2 = (g).st[2][last_], s3 = (g).st[3][last_];  \
     p0 += i0 * s0; p1 += i0 * s1; p2 += i0 * s2; p3 += i0 * s3;                                       \
     for (long i = i0; i < i1; ++i, p0 += s0, p1 += s1, p2 += s2, p3 += s3)

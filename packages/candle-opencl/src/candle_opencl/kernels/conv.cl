@@ -69,7 +69,7 @@ __kernel void KN(conv_transpose2d, c)(conv_t g, __global T* out, __global const 
 // padding never does; a window of only the lowest value points at its first in-range element
 #if IS_FLOAT
 #define PLOW (-INFINITY)
-#define PBETTER(v, b) ((v) > (b) || isnan(v))
+#define PBETTER(v, b) ((v) > (b) || ISNAN(v))
 #else
 #if IS_SIGNED
 #define PLOW ((CT)LONG_MIN)

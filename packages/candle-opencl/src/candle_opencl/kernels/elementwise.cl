@@ -4,11 +4,11 @@
 
 #if IS_FLOAT
 inline CT op_sign(CT x) { return x > C(0) ? C(1) : (x < C(0) ? C(-1) : x); }
-inline CT op_relu(CT x) { return (x > C(0) || isnan(x)) ? x : C(0); }
+inline CT op_relu(CT x) { return (x > C(0) || ISNAN(x)) ? x : C(0); }
 inline CT op_gelu(CT x) { return C(0.5) * x * (C(1) + tanh(C(0.7978845608028654) * (x + C(0.044715) * x * x * x))); }
 inline CT op_gelu_erf(CT x) { return C(0.5) * x * (C(1) + erf(x * C(0.7071067811865476))); }
-inline CT op_max(CT a, CT b) { return (a > b || isnan(a)) ? a : b; }
-inline CT op_min(CT a, CT b) { return (a < b || isnan(a)) ? a : b; }
+inline CT op_max(CT a, CT b) { return (a > b || ISNAN(a)) ? a : b; }
+inline CT op_min(CT a, CT b) { return (a < b || ISNAN(a)) ? a : b; }
 // numpy's divmod (npy_divmod): the floor quotient and the remainder with the sign of b
 inline CT op_floordiv(CT a, CT b) {
     if (b == C(0)) return a / b;

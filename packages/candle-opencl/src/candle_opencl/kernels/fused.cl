@@ -3,7 +3,7 @@
 
 #define WG 64
 #if IS_FLOAT
-#define FMAX(a, b) ((b) > (a) || isnan(b) ? (b) : (a))
+#define FMAX(a, b) ((b) > (a) || ISNAN(b) ? (b) : (a))
 
 inline CT wg_sum(__local CT* red, CT v) {
     int lid = get_local_id(0);
@@ -105,7 +105,7 @@ inline CT hsum8(CT v) { return v; }
 inline CT hmax8(CT v) { return v; }
 #else
 #define VW 8
-#define VSEL(a, b, c) select((a), (b), (c))
+#define VSEL(a, b, c) ((c) ? (b) : (a))
 inline CT hsum8(VT v) {
     VT x = v;
     CT s = C(0);
@@ -127,17 +127,28 @@ __kernel void KN(softmax, wi)(long rows, long D, __global T* out, __global const
     __global T* o = out + row * D;
     long D8 = D - D % VW;
     VT mv = (VT)(-INFINITY);
-    for (long i = 0; i < D8; i += VW) { VT v = VLD(xr, i); mv = VSEL(mv, v, v > mv || isnan(v)); }
+    for (long i = 0; i < D8; i += VW) { VT v = VLD(xr, i); mv = VSEL(mv, v, (v > mv) | (v != v)); }
     CT m = hmax8(mv);
     for (long i = D8; i < D; ++i) m = FMAX(m, LD(xr, i));
+    // float32/float64 softmax: the exponentials go to out once, then are scaled in place (one exp per
+    // element); half types recompute them (a stored half would round twice)
+#if DT_F32 || IS_F64
+    const int keep = !log_;
+#else
+    const int keep = 0;
+#endif
     VT sv = (VT)C(0);
-    for (long i = 0; i < D8; i += VW) sv += exp(VLD(xr, i) - m);
+    for (long i = 0; i < D8; i += VW) { VT e = exp(VLD(xr, i) - m); if (keep) VST(o, i, e); sv += e; }
     CT s = hsum8(sv);
-    for (long i = D8; i < D; ++i) s += exp(LD(xr, i) - m);
+    for (long i = D8; i < D; ++i) { CT e = exp(LD(xr, i) - m); if (keep) ST(o, i, e); s += e; }
     if (log_) {
         CT ls = log(s) + m;
         for (long i = 0; i < D8; i += VW) VST(o, i, VLD(xr, i) - ls);
         for (long i = D8; i < D; ++i) ST(o, i, LD(xr, i) - ls);
+    } else if (keep) {
+        CT inv = C(1) / s;
+        for (long i = 0; i < D8; i += VW) VST(o, i, VLD(o, i) * inv);
+        for (long i = D8; i < D; ++i) ST(o, i, LD(o, i) * inv);
     } else {
         CT inv = C(1) / s;
         for (long i = 0; i < D8; i += VW) VST(o, i, exp(VLD(xr, i) - m) * inv);

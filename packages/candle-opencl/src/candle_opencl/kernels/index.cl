@@ -98,7 +98,7 @@ __kernel void KN(index_add, c)(long total, long D, long n, long inner, __global 
 // Stable merge sort of the lines of a dense [outer, n, inner] array (one work-item per line):
 // bottom-up merges of index runs between two scratch arrays, then the values are gathered.
 #if IS_FLOAT
-#define SLESS(a, b) ((a) < (b) || (isnan(b) && !isnan(a)))
+#define SLESS(a, b) ((a) < (b) || (ISNAN(b) && !ISNAN(a)))
 #else
 #define SLESS(a, b) ((a) < (b))
 #endif

@@ -5,6 +5,7 @@
 //   mm_nn: float32, B dense along N (sbn == 1): each work-item a 6x16 (or 1x16) register tile,
 //          B rows as two float8 loads, A as broadcast scalars
 //   mm_nt: float32, A and B dense along K (sak == sbk == 1): a 4x4 tile of float4 dot products
+//          (mm_nt1: fewer than 4 rows, one row and 4 columns of float8 dot products per work-item)
 //   mm_gen: any dtype, any strides: one output per work-item
 
 typedef struct {
@@ -205,6 +206,39 @@ __kernel void mm_pk_f32(long M, long N, long K, long mp, long np_, float alpha, 
     long i0 = ib * 6, j0 = jb * 16;
     bool full = j0 + 16 <= N;
     PK_ST(0) PK_ST(1) PK_ST(2) PK_ST(3) PK_ST(4) PK_ST(5)
+}
+
+// few rows (M < 4: x @ W^T of a Linear on one token) with A and B dense along K: work-item (c, i)
+// the dot products of row i with 4 columns, float8 loads along K (the 4x4 tile of mm_nt would leave
+// such rows to the scalar edge code)
+__kernel void mm_nt1_f32(mm_t g, float alpha, __global float* out, __global const float* A,
+                         __global const float* B) {
+    long j0 = get_global_id(0) * 4, i = get_global_id(1), b = get_global_id(2);
+    if (i >= g.M || j0 >= g.N) return;
+    long pa, pb;
+    mm_batch(&g, b, &pa, &pb);
+    long K = g.K, N = g.N, sbn = g.sbn;
+    __global const float* a = A + pa + i * g.sam;
+    __global const float* b0 = B + pb + j0 * sbn;
+    __global const float* b1 = B + pb + (j0 + 1 < N ? j0 + 1 : j0) * sbn;  // columns past N repeat j0
+    __global const float* b2 = B + pb + (j0 + 2 < N ? j0 + 2 : j0) * sbn;
+    __global const float* b3 = B + pb + (j0 + 3 < N ? j0 + 3 : j0) * sbn;
+    float8 c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
+    long k = 0;
+    for (; k + 8 <= K; k += 8) {
+        float8 av = VL8(0, a + k);
+        c0 = av * VL8(0, b0 + k) + c0; c1 = av * VL8(0, b1 + k) + c1;
+        c2 = av * VL8(0, b2 + k) + c2; c3 = av * VL8(0, b3 + k) + c3;
+    }
+    float4 s0 = c0.lo + c0.hi, s1 = c1.lo + c1.hi, s2 = c2.lo + c2.hi, s3 = c3.lo + c3.hi;
+    float r[4] = {(s0.x + s0.y) + (s0.z + s0.w), (s1.x + s1.y) + (s1.z + s1.w),
+                  (s2.x + s2.y) + (s2.z + s2.w), (s3.x + s3.y) + (s3.z + s3.w)};
+    for (; k < K; ++k) {
+        float av = a[k];
+        r[0] = av * b0[k] + r[0]; r[1] = av * b1[k] + r[1]; r[2] = av * b2[k] + r[2]; r[3] = av * b3[k] + r[3];
+    }
+    __global float* o = out + (b * g.M + i) * N + j0;
+    for (int c = 0; c < 4 && j0 + c < N; ++c) o[c] = r[c] * alpha;
 }
 
 // A and B both dense along K: C[i, j] = dot(A[i, :], B[:, j]) with float4 loads along K

@@ -14,8 +14,8 @@ typedef struct {
 } red_t;
 
 #if IS_FLOAT
-#define RMAX(a, b) ((b) > (a) || isnan(b) ? (b) : (a))
-#define RMIN(a, b) ((b) < (a) || isnan(b) ? (b) : (a))
+#define RMAX(a, b) ((b) > (a) || ISNAN(b) ? (b) : (a))
+#define RMIN(a, b) ((b) < (a) || ISNAN(b) ? (b) : (a))
 #else
 #define RMAX(a, b) ((b) > (a) ? (b) : (a))
 #define RMIN(a, b) ((b) < (a) ? (b) : (a))
@@ -90,8 +90,8 @@ REDUCE(min, RMIN, HIGHEST)
 // argmax/argmin along one dim: the input as [outer (collapsed kept dims, in red_t), R] with the
 // reduced dim's stride in rst[0]; the first index wins ties, the first NaN wins
 #if IS_FLOAT
-#define BETTER_MAX(v, b) ((v) > (b) || (isnan(v) && !isnan(b)))
-#define BETTER_MIN(v, b) ((v) < (b) || (isnan(v) && !isnan(b)))
+#define BETTER_MAX(v, b) ((v) > (b) || (ISNAN(v) && !ISNAN(b)))
+#define BETTER_MIN(v, b) ((v) < (b) || (ISNAN(v) && !ISNAN(b)))
 #else
 #define BETTER_MAX(v, b) ((v) > (b))
 #define BETTER_MIN(v, b) ((v) < (b))

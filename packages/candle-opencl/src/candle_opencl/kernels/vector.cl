@@ -4,11 +4,11 @@
 
 #if IS_FLOAT
 inline CT op_sign(CT x) { return x > C(0) ? C(1) : (x < C(0) ? C(-1) : x); }
-inline CT op_relu(CT x) { return (x > C(0) || isnan(x)) ? x : C(0); }
+inline CT op_relu(CT x) { return (x > C(0) || ISNAN(x)) ? x : C(0); }
 inline CT op_gelu(CT x) { return C(0.5) * x * (C(1) + tanh(C(0.7978845608028654) * (x + C(0.044715) * x * x * x))); }
 inline CT op_gelu_erf(CT x) { return C(0.5) * x * (C(1) + erf(x * C(0.7071067811865476))); }
-inline CT op_max(CT a, CT b) { return (a > b || isnan(a)) ? a : b; }
-inline CT op_min(CT a, CT b) { return (a < b || isnan(a)) ? a : b; }
+inline CT op_max(CT a, CT b) { return (a > b || ISNAN(a)) ? a : b; }
+inline CT op_min(CT a, CT b) { return (a < b || ISNAN(a)) ? a : b; }
 // numpy's divmod (npy_divmod): the floor quotient and the remainder with the sign of b
 inline CT op_floordiv(CT a, CT b) {
     if (b == C(0)) return a / b;
@@ -109,7 +109,7 @@ VUNARY(sigmoid, C(1) / (C(1) + exp(-x)), C(1) / (C(1) + exp(-x)))
 VUNARY(floor, floor(x), floor(x))
 VUNARY(ceil, ceil(x), ceil(x))
 VUNARY(trunc, trunc(x), trunc(x))
-VUNARY(relu, op_relu(x), select((VT)C(0), x, isnan(x) || x > C(0)))
+VUNARY(relu, op_relu(x), (ISNAN(x) | (x > C(0))) ? x : (VT)C(0))
 
 __kernel void KN(affine, v)(long n, __global T* out, long o0, __global const T* a, long o1, CT mul, CT add) {
     out += o0; a += o1;
@@ -138,7 +138,7 @@ VBINARY(add, x + y, x + y)
 VBINARY(sub, x - y, x - y)
 VBINARY(mul, x * y, x * y)
 VBINARY(div, x / y, x / y)
-VBINARY(maximum, op_max(x, y), select(y, x, x > y || isnan(x)))
-VBINARY(minimum, op_min(x, y), select(y, x, x < y || isnan(x)))
+VBINARY(maximum, op_max(x, y), ((x > y) | ISNAN(x)) ? x : y)
+VBINARY(minimum, op_min(x, y), ((x < y) | ISNAN(x)) ? x : y)
 VBINARY(silu_mul, x / (C(1) + exp(-x)) * y, x / (C(1) + exp(-x)) * y)
 #endif
