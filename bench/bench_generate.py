@@ -11,7 +11,8 @@ interpreter's start, the imports, the tokenizer, loading the weights and the pro
 is its own. The model file is read from the OS file cache (its first read is not timed): "cold" is a cold
 process, not a cold disk.
 
-- candle: `candle_models.load_model` + `generate` (greedy), the path `candle generate` runs.
+- candle: `candle_models.load_model(..., dequantize=True)` + `generate` (greedy), the path `candle generate
+  --dequantize` runs (float32 weights; the quantized path has its own table).
 - transformers + PyTorch: `AutoTokenizer` and `AutoModelForCausalLM.from_pretrained(folder, gguf_file=...,
   dtype=torch.float32)` (transformers dequantizes the GGUF to float32 itself), then a greedy loop calling the
   model with its KV cache under `torch.inference_mode()`: less per-token work than `model.generate()`.
@@ -130,7 +131,7 @@ def worker_candle(a: argparse.Namespace) -> dict[str, Any]:
     from candle_models.sampling import GenerationConfig
 
     t_import = time.time()
-    lm = load_model(a.model, progress=False)
+    lm = load_model(a.model, progress=False, dequantize=True)
     t_load = time.time()
     cfg = GenerationConfig(max_new_tokens=a.tokens, ignore_eos=True)
     t_call = time.time()
@@ -210,7 +211,7 @@ def worker_numpy(a: argparse.Namespace) -> dict[str, Any]:
     """The naive numpy loop on candle's float32 weights (loaded by candle)."""
     from candle_models.loading import load_model
 
-    lm = load_model(a.model, progress=False)
+    lm = load_model(a.model, progress=False, dequantize=True)
     rendered = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
     ids = list(lm.tokenizer.encode(rendered, add_special_tokens=False))
     tokens, _ = _numpy_generate(lm, ids, a.tokens)  # the first run warms up
@@ -272,7 +273,66 @@ def worker_torch(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-WORKERS = {"candle": worker_candle, "numpy": worker_numpy, "torch": worker_torch}
+def _resident_weight_bytes(model: Any) -> int:
+    """Bytes of a model's weights as held: float parameters plus the quantized blocks' resident forms (the tied
+    embedding and head share one QTensor, counted once)."""
+    from candle.quantized import QTensor
+    from candle_models.quantized_weights import QMat
+
+    seen: dict[int, int] = {}
+    for m in model.modules():
+        for v in vars(m).values():
+            for q in (v.parts if isinstance(v, QMat) else [v] if isinstance(v, QTensor) else []):
+                seen[id(q)] = q.resident_nbytes
+    return sum(seen.values()) + sum(p.numpy().nbytes for p in model.parameters())
+
+
+def worker_candle_q(a: argparse.Namespace) -> dict[str, Any]:
+    """candle with the GGUF weights kept quantized (`load_model(..., dequantize=False)`): timed decode runs and
+    the resident weight bytes."""
+    from candle_models.generation import generate
+    from candle_models.loading import load_model
+    from candle_models.sampling import GenerationConfig
+
+    t0 = time.time()
+    lm = load_model(a.model, progress=False, dequantize=False)
+    load_s = time.time() - t0
+    cfg = GenerationConfig(max_new_tokens=a.tokens, ignore_eos=True)
+    res = generate(lm.model, lm.tokenizer, PROMPT, cfg, chat=True)
+    gate = _gate(a.gate)
+    tps = []
+    for _ in range(max(1, a.runs)):
+        gate.wait(threaded=True)
+        tps.append(generate(lm.model, lm.tokenizer, PROMPT, cfg, chat=True).decode_tokens_per_s)
+    return {"load_s": load_s, "tokens": res.token_ids[:a.tokens], "decode_tps": tps,
+            "resident_bytes": _resident_weight_bytes(lm.model), "peak_rss_mb": _peak_rss_mb(),
+            "gate": _gate_stats(gate)}
+
+
+def worker_llamacpp(a: argparse.Namespace) -> dict[str, Any]:
+    """llama.cpp (llama-cpp-python) on the same GGUF file: greedy decode tokens/s from its own timings."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=a.model, n_ctx=512, verbose=False, seed=0)
+    msgs = [{"role": "user", "content": PROMPT}]
+    gate = _gate(a.gate)
+    tps = []
+    for _ in range(max(1, a.runs) + 1):  # the first run warms up
+        gate.wait(threaded=True)
+        llm.reset()
+        first = None
+        n = 0
+        for _chunk in llm.create_chat_completion(msgs, max_tokens=a.tokens, temperature=0.0, stream=True):
+            n += 1
+            if first is None:
+                first = time.perf_counter()
+        if first is not None and n > 2:
+            tps.append((n - 2) / (time.perf_counter() - first))
+    return {"decode_tps": tps[1:] or tps, "peak_rss_mb": _peak_rss_mb(), "gate": _gate_stats(gate)}
+
+
+WORKERS = {"candle": worker_candle, "candle_q": worker_candle_q, "llamacpp": worker_llamacpp, "numpy": worker_numpy,
+           "torch": worker_torch}
 
 
 # --- the parent -----------------------------------------------------------------------------------------
@@ -317,6 +377,12 @@ def _torch_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "gguf"))
+
+
+def _llamacpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def _same_prefix(a: list[int], b: list[int]) -> int:
@@ -373,6 +439,9 @@ def measure(cfg: Config, tokens: int | None = None) -> dict[str, Any]:
     if not cfg.quick and threads > 1:  # the thread tuner against each count pinned
         res["candle_pinned"] = go("candle_pinned", "candle", runs, {"CANDLE_TUNE_THREADS": "0"})
         res["candle_1t"] = go("candle_1t", "candle", runs, {"OPENBLAS_NUM_THREADS": "1"})
+    res["candle_q"] = go("candle_q", "candle_q", runs)
+    if _llamacpp_available():
+        res["llamacpp"] = go("llamacpp", "llamacpp", runs)
     res["numpy"] = go("numpy", "numpy", runs)
     if cfg.torch is not None and _torch_available():
         res["torch"] = go("torch", "torch", runs)
@@ -479,6 +548,38 @@ def tables(res: dict[str, Any], cfg: Config) -> Iterator[Table]:
                                  c_tps > n_tps))
         yield td
 
+    q = res.get("candle_q")
+    if (cfg.wants("decode") or cfg.wants("quantized")) and q is not None:
+        q_tps, l_tps = _med(q), _med(res.get("llamacpp"))
+        tq = Table("Quantized weights: the GGUF blocks kept resident (Q4_1) beside the float32 path (CPU)",
+                   ["engine", "weights resident (MB)", "vs f32", "decode tokens/s", "vs f32", "peak RSS (MB)"])
+        f32_bytes = (c or {}).get("weight_bytes")
+        if c is not None:
+            tq.rows.append(["candle f32 (dequantized at load)", _f(f32_bytes / 1e6 if f32_bytes else None, "{:.0f}"),
+                            "1.00x", _f(c_tps), "1.00x", _f(c.get("peak_rss_mb"), "{:.0f}")])
+        ratio = q["resident_bytes"] / f32_bytes if f32_bytes else None
+        tq.rows.append(["candle quantized (qmatmul)", f"{q['resident_bytes'] / 1e6:.0f}", _f(ratio, "{:.2f}x"),
+                        _f(q_tps), _f(q_tps / c_tps if q_tps and c_tps else None, "{:.2f}x"),
+                        _f(q.get("peak_rss_mb"), "{:.0f}")])
+        if l_tps is not None:
+            tq.rows.append(["llama.cpp (llama-cpp-python)", "-", "-", _f(l_tps),
+                            _f(l_tps / c_tps if c_tps else None, "{:.2f}x"),
+                            _f(res["llamacpp"].get("peak_rss_mb"), "{:.0f}")])
+        else:
+            tq.notes.append("llama.cpp: not measured (llama-cpp-python is not installed).")
+        if c is not None:
+            same = _same_prefix(c["tokens"], q["tokens"])
+            tq.notes.append(f"Greedy tokens, quantized vs f32: the first {same} of {len(c['tokens'])} identical "
+                            "(the same weight values; only the summation order differs).")
+        tq.notes.append("Resident weights: float parameters plus the CPU backend's resident form of the blocks "
+                        "(levels, per-group scales/offsets, block headers); f32 is the bytes one decode step reads.")
+        if ratio is not None:
+            tq.goals.append(Goal("quantized resident weights / f32", f"{ratio:.2f}", "<= 0.33", ratio <= 1 / 3))
+        if q_tps and c_tps:
+            tq.goals.append(Goal("quantized decode tokens/s / f32", f"{q_tps / c_tps:.2f}x", ">= 1x",
+                                 q_tps >= c_tps))
+        yield tq
+
     for k, e in res["errors"].items():
         yield Table(f"{k}: failed", ["error"], [[e[:500]]])
 
@@ -487,7 +588,7 @@ def run(cfg: Config, tokens: int | None = None) -> Iterator[Table]:
     """bench/run.py's entry point (`tokens`: new tokens per run, default 128, quick 32)."""
     from _harness import Table
 
-    if not any(cfg.wants(s) for s in ("ttft", "cold", "decode", "roofline")):
+    if not any(cfg.wants(s) for s in ("ttft", "cold", "decode", "roofline", "quantized")):
         return
     from candle_models.model_files import ModelNotFoundError, smollm2_gguf_path
 

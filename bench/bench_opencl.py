@@ -208,19 +208,21 @@ def bench_decode(cfg: Config) -> Table:
         table.goals.append(Goal("opencl decode / cpu decode", "-", ">= 0.5x", None))
         return table
     steps = 10 if cfg.quick else 30
-    cpu, cpu_kind = _decode_tps(path, "cpu", steps)
+    cpu, cpu_kind = _decode_tps(path, "cpu", steps, "float")
     table.rows.append(["cpu", cpu_kind, f"{cpu:.1f}", "1.00x"])
-    ocl, kind = _decode_tps(path, _DEV, steps)
+    cpu_q, cpu_q_kind = _decode_tps(path, "cpu", steps, "quantized")
+    table.rows.append(["cpu", cpu_q_kind, f"{cpu_q:.1f}", fmt_ratio(cpu_q / cpu)])
+    ocl, kind = _decode_tps(path, _DEV, steps, "quantized")
     table.rows.append(["opencl", kind, f"{ocl:.1f}", fmt_ratio(ocl / cpu)])
-    if kind != "float32":
-        ocl_f, kind_f = _decode_tps(path, _DEV, steps, "float")
-        table.rows.append(["opencl", kind_f, f"{ocl_f:.1f}", fmt_ratio(ocl_f / cpu)])
-    table.goals.append(Goal("opencl decode / cpu decode (SmolLM2-135M, default weights)", fmt_ratio(ocl / cpu),
-                            ">= 0.5x", ocl / cpu >= 0.5))
+    ocl_f, kind_f = _decode_tps(path, _DEV, steps, "float")
+    table.rows.append(["opencl", kind_f, f"{ocl_f:.1f}", fmt_ratio(ocl_f / cpu)])
+    best = max(ocl, ocl_f)
+    table.goals.append(Goal("opencl decode / cpu float32 decode (SmolLM2-135M, faster weights of each)",
+                            fmt_ratio(best / max(cpu, cpu_q)), ">= 0.5x", best / max(cpu, cpu_q) >= 0.5))
     table.notes = [f"median of {steps} decode steps after an 8-token prefill, each step one forward + argmax + "
-                   "`.item()`; each device's default weights (cpu: dequantized to float32, ~540 MB read per token; "
-                   "opencl: the GGUF's Q4_1/Q8_0 blocks, ~115 MB, `qmatmul`), plus opencl on float32 weights; "
-                   "each run in its own process."]
+                   "`.item()`; weights dequantized to float32 at load (~540 MB read per token) or kept in the GGUF's "
+                   "Q4_1/Q8_0 blocks (~115 MB, `qmatmul`; the default of `load_model`); ratios against the cpu on "
+                   "float32; each run in its own process."]
     return table
 
 

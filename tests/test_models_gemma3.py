@@ -202,7 +202,7 @@ def ref(gemma_path: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gemma(gemma_path: str) -> Any:
-    return load_model(gemma_path, progress=False)
+    return load_model(gemma_path, progress=False, dequantize=True)
 
 
 def _n_prompts() -> int:
@@ -317,7 +317,7 @@ def test_gemma3_generate_and_cli(gemma_path: str, gemma: Any, ref: dict[str, Any
 def test_gemma3_countdev_same_tokens_no_transfers(gemma_path: str, ref: dict[str, Any]) -> None:
     countdev = pytest.importorskip("candle_countdev")
     dev = candle.Device("countdev")
-    lm = load_model(gemma_path, device=dev, tokenizer=False, progress=False)
+    lm = load_model(gemma_path, device=dev, tokenizer=False, progress=False, dequantize=True)
     assert lm.model.device == dev and all(p.device == dev for p in lm.model.parameters())
     ids = ref["ids_0"].tolist()
     got = lm.model(candle.tensor([ids], device=dev), last_only=True).numpy()[0, -1]

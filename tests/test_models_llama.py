@@ -129,7 +129,7 @@ def ref(smollm2_path: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_path: str) -> Any:
-    return load_model(smollm2_path, tokenizer=False, progress=False)
+    return load_model(smollm2_path, tokenizer=False, progress=False, dequantize=True)
 
 
 def _n_prompts() -> int:
@@ -170,7 +170,7 @@ def test_smollm2_config_and_layout(smollm2: Any) -> None:
 
 
 def test_smollm2_tokenizer_gives_reference_ids(smollm2_path: str, ref: dict[str, Any]) -> None:
-    lm = load_model(smollm2_path, progress=False)
+    lm = load_model(smollm2_path, progress=False, dequantize=True)
     for i, (kind, text) in enumerate(ref["info"]["prompts"]):
         if kind == "chat":
             rendered = lm.tokenizer.apply_chat_template([{"role": "user", "content": text}])
@@ -227,7 +227,7 @@ def test_countdev_same_greedy_tokens_no_transfers_per_step(smollm2_path: str, sm
                                                           ref: dict[str, Any]) -> None:
     countdev = pytest.importorskip("candle_countdev")
     dev = candle.Device("countdev")
-    lm = load_model(smollm2_path, device=dev, tokenizer=False, progress=False)
+    lm = load_model(smollm2_path, device=dev, tokenizer=False, progress=False, dequantize=True)
     assert lm.model.device == dev and all(p.device == dev for p in lm.model.parameters())
     ids = ref["ids_0"].tolist()
     assert greedy(lm.model, ids, 8, device=dev) == ref["greedy_0"].tolist()[:8]

@@ -76,6 +76,16 @@ FUSED_KERNELS: dict[str, str] = {
     "layer_norm": "(x, w, b, shape, eps, dtype) -> (x - mean) * rsqrt(var + eps) * w + b over the last dim "
                   "(biased variance)",
     "silu_mul": "(a, b, shape, dtype) -> silu(a) * b, the SwiGLU gate (a and b both of `shape`)",
+    # quantized weights (GGML blocks): see candle.quantized.ops and /work/notes/QUANT_INTERFACE.md; qtype is the
+    # GGML type name ("Q4_K"...), shape / shape_w the weight's (N, K), raw the host uint8 (N, row_nbytes)
+    "qstore": "(raw, qtype, shape) -> qnative, the backend's resident form (default: the raw bytes as uint8)",
+    "qraw": "(qnative, qtype, shape) -> host uint8 numpy array (N, row_nbytes): the GGML bytes back",
+    "qdequantize": "(qnative, qtype, shape, dtype) -> [N, K] float; float32 bit-identical to "
+                   "candle.io.ggml_quants.dequantize, other dtypes that value rounded once",
+    "qmatmul": "(x, qnative, qtype, shape_x, shape_w, dtype) -> [..., N] = x @ dequantize(W)^T for a contiguous x "
+               "[..., K] of float dtype (within float32 matmul tolerance of the composition)",
+    "qembedding": "(qnative, qtype, shape_w, ids, n_ids, dtype) -> [n_ids, K]: rows `ids` (int64 vector) of W "
+                  "dequantized (bit-identical to qdequantize's rows)",
 }
 
 

@@ -162,10 +162,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
                                   seed=args.seed, stop_strings=tuple(args.stop or ()), ignore_eos=args.ignore_eos)
-        lm = load_model(args.model, device=args.device or candle.default_device(), dtype=args.dtype)
+        lm = load_model(args.model, device=args.device or candle.default_device(), dtype=args.dtype,
+                        dequantize=args.dequantize)
         if not args.quiet:
-            print(f"[{os.path.basename(lm.source.path)}: {lm.arch}, {args.dtype} on {lm.model.device}, loaded in "
-                  f"{lm.load_seconds:.2f} s]", file=sys.stderr, flush=True)
+            weights = "quantized weights, " if getattr(lm.model, "quantized", False) else ""
+            print(f"[{os.path.basename(lm.source.path)}: {lm.arch}, {weights}{args.dtype} on {lm.model.device}, "
+                  f"loaded in {lm.load_seconds:.2f} s]", file=sys.stderr, flush=True)
 
         def on_text(piece: str) -> None:
             sys.stdout.write(piece)
@@ -210,7 +212,11 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--ignore-eos", action="store_true", help="keep going past end-of-sequence tokens")
     p.add_argument("--device", default=None, help="cpu, cuda, opencl, cuda:1... (default: $CANDLE_DEVICE, else cpu)")
     p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "float32", "float16", "bfloat16"],
-                   help="weights and compute dtype (f32)")
+                   help="weights and compute dtype (f32); with GGUF weights kept quantized, the activation dtype")
+    p.add_argument("--dequantize", action="store_true", default=None, help="GGUF: dequantize the weights at "
+                   "load (the float path: ~3x the memory; on the CPU ~20%% faster decode)")
+    p.add_argument("--quantized", dest="dequantize", action="store_false", help="GGUF: keep the weights "
+                   "quantized (the default)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the generated text")
     p.set_defaults(func=cmd_generate)
 
@@ -338,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_embed(sub)
     _add_info(sub)
+    from .quantize_cmd import add_parser as _add_quantize
+
+    _add_quantize(sub)
     p = sub.add_parser("backends", help="list every backend plugin found, its state and the reason it cannot run")
     p.set_defaults(func=cmd_backends)
 

@@ -51,10 +51,12 @@ from candle.device import as_device
 from candle.nn import Module, ModuleList, Parameter
 from candle.nn.attention import rope_frequencies
 from candle.ops.attention import causal_mask, rope, scaled_dot_product_attention
+from candle.quantized import qembedding
 
 from .config import ConfigError
 from .layout import fuse_transposed
-from .llama import Weights
+from .llama import Weights, _weight
+from .quantized_weights import QMat, fuse_rows
 from .registry import register
 
 __all__ = ["Gemma3Cache", "Gemma3Config", "Gemma3ForCausalLM", "gemma3_gguf_to_hf_name", "gemma3_hf_to_gguf_name"]
@@ -472,16 +474,16 @@ class Gemma3Attention(Module):
         self.sliding = sliding
         self.eps = config.rms_norm_eps
         self.scale = config.query_pre_attn_scalar ** -0.5
-        self.qkv_t = _param(qkv_t)
+        _weight(self, "qkv_t", qkv_t)
         self.qk_norm = _param(qk_norm)
-        self.o_t = _param(o_t)
+        _weight(self, "o_t", o_t)
 
     def forward(self, x: Tensor, step: _Step, layer: int) -> Tensor:
         """x `[B*T, hidden]` (normalised) -> attention output `[B*T, hidden]` (before the post-norm)."""
         n_q, n_kv, hd = self.n_q, self.n_kv, self.head_dim
         batch, t = step.batch, step.t
         kind = step.local if self.sliding else step.full
-        qkv = x @ self.qkv_t
+        qkv = self._q_qkv_t(x) if self._q_qkv_t is not None else x @ self.qkv_t
         if t == 1:  # decode: [B, heads*D] is already [B, heads, 1, D] in memory
             qkv = qkv.reshape(batch, n_q + 2 * n_kv, 1, hd)
             qk = candle.rms_norm(qkv.narrow(1, 0, n_q + n_kv), None, self.eps) * self.qk_norm
@@ -498,7 +500,8 @@ class Gemma3Attention(Module):
         s = k.shape[2]
         o = scaled_dot_product_attention(q, k, v, attn_mask=kind.mask, scale=self.scale, enable_gqa=True,
                                          causal_offset=None if kind.mask is not None else s - t)
-        return (o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)) @ self.o_t
+        o = o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)
+        return self._q_o_t(o) if self._q_o_t is not None else o @ self.o_t
 
 
 class Gemma3MLP(Module):
@@ -506,15 +509,16 @@ class Gemma3MLP(Module):
 
     def __init__(self, gate_up_t: Tensor, down_t: Tensor, approximate: str = "tanh") -> None:
         super().__init__()
-        self.inter = down_t.shape[0]
+        self.inter = down_t.shape[1] if isinstance(down_t, QMat) else down_t.shape[0]
         self.approximate = approximate
-        self.gate_up_t = _param(gate_up_t)
-        self.down_t = _param(down_t)
+        _weight(self, "gate_up_t", gate_up_t)
+        _weight(self, "down_t", down_t)
 
     def forward(self, x: Tensor) -> Tensor:
-        gu = x @ self.gate_up_t
+        gu = self._q_gate_up_t(x) if self._q_gate_up_t is not None else x @ self.gate_up_t
         n = self.inter
-        return (candle.gelu(gu.narrow(1, 0, n), self.approximate) * gu.narrow(1, n, n)) @ self.down_t
+        a = candle.gelu(gu.narrow(1, 0, n), self.approximate) * gu.narrow(1, n, n)
+        return self._q_down_t(a) if self._q_down_t is not None else a @ self.down_t
 
 
 class Gemma3Block(Module):
@@ -557,13 +561,18 @@ class _HostReader:
         """`1 + w`, computed in float32, in the model's dtype."""
         return (self.get(name, (size,), candle.float32) + 1.0).to(dtype=self.dt)
 
-    def layer(self, i: int) -> dict[str, Any]:
+    def layer(self, i: int, projections: bool = True) -> dict[str, Any]:
         c, hid, inter, hd = self.c, self.c.hidden_size, self.c.intermediate_size, self.c.head_dim
         p = f"layers.{i}."
         a, m = p + "self_attn.", p + "mlp."
         q, kv = c.q_size, c.kv_size
         qn, kn = self.norm(a + "q_norm.weight", hd), self.norm(a + "k_norm.weight", hd)
         heads = [qn] * c.num_attention_heads + [kn] * c.num_key_value_heads
+        if not projections:
+            return {"qk_norm": candle.stack(heads, 0).reshape(len(heads), 1, hd),
+                    "norms": [self.norm(p + n + ".weight", hid) for n in ("input_layernorm", "post_attention_layernorm",
+                                                                          "pre_feedforward_layernorm",
+                                                                          "post_feedforward_layernorm")]}
         return {
             "qkv_t": fuse_transposed(self.get(a + "q_proj.weight", (q, hid)), self.get(a + "k_proj.weight", (kv, hid)),
                              self.get(a + "v_proj.weight", (kv, hid))),
@@ -576,6 +585,37 @@ class _HostReader:
                                                                   "pre_feedforward_layernorm",
                                                                   "post_feedforward_layernorm")],
         }
+
+    def getq(self, name: str, shape: tuple[int, ...]) -> Any:
+        t = self.w.get_quantized(self.prefix + name, shape)  # type: ignore[attr-defined]
+        with self._lock:
+            self.tick(1)
+        return t
+
+    def layer_quantized(self, i: int) -> dict[str, Any]:
+        """`layer` with the projections kept quantized (`QMat`s of the stored blocks, `[out, in]`)."""
+        c, hid, inter = self.c, self.c.hidden_size, self.c.intermediate_size
+        a, m = f"layers.{i}.self_attn.", f"layers.{i}.mlp."
+        q, kv = c.q_size, c.kv_size
+        d = self.layer(i, projections=False)
+        d["qkv_t"] = QMat(fuse_rows([self.getq(a + "q_proj.weight", (q, hid)),
+                                     self.getq(a + "k_proj.weight", (kv, hid)),
+                                     self.getq(a + "v_proj.weight", (kv, hid))]))
+        d["o_t"] = QMat([self.getq(a + "o_proj.weight", (hid, q))])
+        d["gate_up_t"] = QMat(fuse_rows([self.getq(m + "gate_proj.weight", (inter, hid)),
+                                         self.getq(m + "up_proj.weight", (inter, hid))]))
+        d["down_t"] = QMat([self.getq(m + "down_proj.weight", (hid, inter))])
+        return d
+
+    def head_quantized(self, tied: bool, head_name: str) -> tuple[Any, Any]:
+        """(head QMat [vocab, hidden], embedding QTensor [vocab, hidden]) kept quantized."""
+        shape = (self.c.vocab_size, self.c.hidden_size)
+        emb = self.getq("embed_tokens.weight", shape)
+        if tied:
+            return QMat([emb]), emb
+        head = self.w.get_quantized(head_name, shape)  # type: ignore[attr-defined]
+        self.tick(1)
+        return QMat([head]), emb
 
     def head(self, tied: bool, head_name: str) -> tuple[Tensor, Tensor | None]:
         """(head_t [hidden, vocab], embedding [vocab, hidden] or None when tied)."""
@@ -612,29 +652,43 @@ class Gemma3ForCausalLM(Module):
         self.config = config
         self.layers = ModuleList(layers)
         self.norm = _param(norm)
-        self.head_t = _param(head_t)
-        self.embed = _param(embed) if embed is not None else None
+        self._qembed = None
+        if isinstance(head_t, QMat):
+            self._q_head = head_t
+            self._qembed = embed
+            self.head_t = None
+            self.embed = None
+        else:
+            self._q_head = None
+            self.head_t = _param(head_t)
+            self.embed = _param(embed) if embed is not None else None
         # sqrt(hidden) rounded to the activation dtype, as transformers multiplies by it
-        self.embed_scale = float(candle.tensor(math.sqrt(config.hidden_size), dtype=head_t.dtype).item())
+        self.embed_scale = float(candle.tensor(math.sqrt(config.hidden_size), dtype=norm.dtype).item())
         self._rope: dict[bool, tuple[Tensor, Tensor]] = {}
         self._rope_len = 0
 
     @property
     def device(self) -> Device:
-        return self.head_t.device
+        return self.norm.device
 
     @property
     def dtype(self) -> DType:
-        return self.head_t.dtype
+        return self.norm.dtype
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the projections are kept quantized (`QMat`s) rather than float."""
+        return self._q_head is not None
 
     # --- building ------------------------------------------------------------------------------------
     @classmethod
     def from_weights(cls, config: Gemma3Config, weights: Weights, device: Device | str | None = "cpu",
                      dtype: DType | str | None = "float32", progress: Callable[[int], None] | None = None,
-                     threads: int | None = None) -> Gemma3ForCausalLM:
+                     threads: int | None = None, quantized: bool = False) -> Gemma3ForCausalLM:
         """Build the model from Hugging Face named weights (`model.layers.N.self_attn.q_proj.weight`, ...;
         norms in HF's convention `w`), checking every shape before reading; `progress(n)` is called as
-        tensors are read. Host-side work (dequantize, fuse, transpose) runs in `threads` worker threads."""
+        tensors are read. Host-side work (dequantize, fuse, transpose) runs in `threads` worker threads.
+        `quantized=True` (GGUF weights only) keeps the projections, embedding and head in their GGML blocks."""
         dt = candle.dtype.as_dtype(dtype or "float32")
         dev = as_device(device if device is not None else "cpu")
         c = config
@@ -643,13 +697,18 @@ class Gemma3ForCausalLM(Module):
         tied = c.tie_word_embeddings or head_name not in weights
         reader = _HostReader(c, weights, dt, prefix, progress)
         n = threads if threads is not None else min(4, os.cpu_count() or 1)
+        if quantized and not hasattr(weights, "get_quantized"):
+            raise candle.CandleError(f"{cls.__name__}: quantized=True needs GGUF weights "
+                                     f"(got {type(weights).__name__})")
         with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-            head = pool.submit(reader.head, tied, head_name)  # the largest matrix: start it first
-            parts = list(pool.map(reader.layer, range(c.num_hidden_layers)))
+            head = pool.submit(reader.head_quantized if quantized else reader.head, tied, head_name)  # largest first
+            parts = list(pool.map(reader.layer_quantized if quantized else reader.layer, range(c.num_hidden_layers)))
             norm = reader.norm("norm.weight", c.hidden_size)
             head_t, embed = head.result()
 
-        def on(t: Tensor | None) -> Tensor | None:
+        def on(t: Any) -> Any:
+            if t is not None and not isinstance(t, Tensor):  # QMat / QTensor
+                return t.to(dev)
             return t.to(device=dev) if t is not None else None
 
         approximate = _GELU[c.hidden_activation]
@@ -711,6 +770,8 @@ class Gemma3ForCausalLM(Module):
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         """Scaled token embeddings `[N, hidden]` of the flattened ids."""
         ids = input_ids.reshape(-1)
+        if self._qembed is not None:
+            return qembedding(self._qembed, ids, self.dtype) * self.embed_scale
         if self.embed is not None:
             return candle.index_select(self.embed, 0, ids) * self.embed_scale
         return (candle.index_select(self.head_t, 1, ids) * self.embed_scale).t().contiguous()
@@ -751,7 +812,8 @@ class Gemma3ForCausalLM(Module):
             if last_only and t > 1:
                 h = h.reshape(b, t, -1).narrow(1, t - 1, 1).reshape(b, -1)
                 t = 1
-            logits = candle.rms_norm(h, self.norm, self.config.rms_norm_eps) @ self.head_t
+            hn = candle.rms_norm(h, self.norm, self.config.rms_norm_eps)
+            logits = self._q_head(hn) if self._q_head is not None else hn @ self.head_t
             cap = self.config.final_logit_softcapping
             if cap:
                 logits = candle.tanh(logits * (1.0 / cap)) * cap

@@ -131,5 +131,23 @@ class GGUFWeights:
         t = candle.from_numpy(arr)
         return self._transform(name, t) if self._transform is not None else t
 
+    def get_quantized(self, name: str, shape: Any = None) -> Any:
+        """Tensor `name` kept in its stored GGML type: a host `candle.quantized.QTensor` (Q/K rows
+        un-permuted like `get`; no `transform`, so only for tensors that have none, e.g. projections)."""
+        from candle.quantized import QTensor
+
+        g = self.gguf_name(name)
+        stored = self.shape(name)
+        if shape is not None and tuple(shape) != stored:
+            raise ShapeError(f"GGUF file {self.where}: tensor {g!r} ({name}) has shape {fmt_shape(stored)}, "
+                             f"expected {fmt_shape(tuple(shape))} for this config")
+        info = self.reader.tensor_info(g)
+        raw = self.reader.raw(g).reshape(stored[0] if len(stored) > 1 else 1, -1)
+        if self._unpermute and ".self_attn.q_proj." in name:
+            raw = unpermute_rows(raw, self.config.num_attention_heads)
+        elif self._unpermute and ".self_attn.k_proj." in name:
+            raw = unpermute_rows(raw, self.config.num_key_value_heads)
+        return QTensor.from_raw(np.ascontiguousarray(raw), info.qtype, stored)
+
     def __repr__(self) -> str:
         return f"GGUFWeights({self.where}, {len(self._names)} tensors)"

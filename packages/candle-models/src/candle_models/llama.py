@@ -48,8 +48,10 @@ from candle.nn import Module, ModuleList, Parameter
 from candle.nn.attention import rope_frequencies
 from candle.ops.attention import causal_mask, rope, scaled_dot_product_attention
 from candle.ops.norm import rms_norm, silu_mul
+from candle.quantized import qembedding
 
 from .config import LlamaConfig
+from .quantized_weights import QMat, fuse_rows
 from .registry import register
 
 __all__ = ["LlamaCache", "LlamaForCausalLM", "Weights"]
@@ -69,6 +71,16 @@ class Weights(Protocol):
 
 def _param(t: Tensor) -> Parameter:
     return Parameter(t, requires_grad=False)
+
+
+def _weight(module: Module, name: str, w: Tensor | QMat) -> None:
+    """A projection: a Parameter `name` (float, applied as `x @ w`), or a quantized `QMat` kept as `_q_<name>`
+    (applied as `w(x)`); `_q_<name>` is None on the float path."""
+    if isinstance(w, QMat):
+        object.__setattr__(module, "_q_" + name, w)
+    else:
+        object.__setattr__(module, "_q_" + name, None)
+        setattr(module, name, _param(w))
 
 
 # --- KV cache ----------------------------------------------------------------------------------------
@@ -151,8 +163,8 @@ class LlamaAttention(Module):
         super().__init__()
         self.n_q, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         self.window = config.sliding_window
-        self.qkv_t = _param(qkv_t)
-        self.o_t = _param(o_t)
+        _weight(self, "qkv_t", qkv_t)
+        _weight(self, "o_t", o_t)
         self.qkv_bias = _param(qkv_bias) if qkv_bias is not None else None
         self.o_bias = _param(o_bias) if o_bias is not None else None
 
@@ -164,7 +176,8 @@ class LlamaAttention(Module):
         n_q, n_kv, hd = self.n_q, self.n_kv, self.head_dim
         batch, t = step.batch, step.t
         p = self._parameters
-        qkv = x @ p["qkv_t"]
+        qw = self._q_qkv_t
+        qkv = qw(x) if qw is not None else x @ p["qkv_t"]
         bias = p.get("qkv_bias")
         if bias is not None:
             qkv = qkv + bias
@@ -186,7 +199,9 @@ class LlamaAttention(Module):
             s = self.window
         o = scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True,
                                          causal_offset=None if mask is not None else s - t)
-        o = (o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)) @ p["o_t"]
+        o = o.reshape(batch, n_q * hd) if t == 1 else o.transpose(1, 2).reshape(batch * t, n_q * hd)
+        qw = self._q_o_t
+        o = qw(o) if qw is not None else o @ p["o_t"]
         bias = p.get("o_bias")
         return o + bias if bias is not None else o
 
@@ -199,18 +214,21 @@ class LlamaMLP(Module):
                  down_bias: Tensor | None = None) -> None:
         super().__init__()
         self.inter = down.shape[1]
-        self.gate_up_t = _param(gate_up_t)
-        self.down = _param(down)
+        _weight(self, "gate_up_t", gate_up_t)
+        _weight(self, "down", down)
         self.gate_up_bias = _param(gate_up_bias) if gate_up_bias is not None else None
         self.down_bias = _param(down_bias) if down_bias is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
         p = self._parameters
-        gu = x @ p["gate_up_t"]
+        qw = self._q_gate_up_t
+        gu = qw(x) if qw is not None else x @ p["gate_up_t"]
         bias = p.get("gate_up_bias")
         if bias is not None:
             gu = gu + bias
-        y = silu_mul(gu) @ p["down"].t()  # silu(gate) * up of the two halves, without making views
+        a = silu_mul(gu)  # silu(gate) * up of the two halves, without making views
+        qw = self._q_down
+        y = qw(a) if qw is not None else a @ p["down"].t()
         bias = p.get("down_bias")
         return y + bias if bias is not None else y
 
@@ -284,6 +302,49 @@ class _HostReader:
             "mlp_norm": self.get(f"model.layers.{i}.post_attention_layernorm.weight", (hid,)),
         }
 
+    def getq(self, name: str, shape: tuple[int, ...]) -> Any:
+        t = self.w.get_quantized(name, shape)  # type: ignore[attr-defined]
+        with self._lock:
+            self.tick(1)
+        return t
+
+    def layer_quantized(self, i: int) -> dict[str, Any]:
+        """`layer` with the projections kept quantized (`QMat`s of the stored blocks, `[out, in]`)."""
+        d = self.layer_small(i)
+        c, hid, inter = self.c, self.c.hidden_size, self.c.intermediate_size
+        a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+        q, kv = c.q_size, c.kv_size
+        d["qkv_t"] = QMat(fuse_rows([self.getq(a + "q_proj.weight", (q, hid)),
+                                     self.getq(a + "k_proj.weight", (kv, hid)),
+                                     self.getq(a + "v_proj.weight", (kv, hid))]))
+        d["o_t"] = QMat([self.getq(a + "o_proj.weight", (hid, q))])
+        d["gate_up_t"] = QMat(fuse_rows([self.getq(m + "gate_proj.weight", (inter, hid)),
+                                         self.getq(m + "up_proj.weight", (inter, hid))]))
+        d["down"] = QMat([self.getq(m + "down_proj.weight", (hid, inter))])
+        return d
+
+    def layer_small(self, i: int) -> dict[str, Any]:
+        """Biases and norms of layer i (float)."""
+        c, hid, inter = self.c, self.c.hidden_size, self.c.intermediate_size
+        a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+        q, kv = c.q_size, c.kv_size
+        return {
+            "qkv_b": self._bias([(a + "q_proj.bias", q), (a + "k_proj.bias", kv), (a + "v_proj.bias", kv)],
+                                c.attention_bias),
+            "o_b": self._bias([(a + "o_proj.bias", hid)], c.attention_bias),
+            "gate_up_b": self._bias([(m + "gate_proj.bias", inter), (m + "up_proj.bias", inter)], c.mlp_bias),
+            "down_b": self._bias([(m + "down_proj.bias", hid)], c.mlp_bias),
+            "attn_norm": self.get(f"model.layers.{i}.input_layernorm.weight", (hid,)),
+            "mlp_norm": self.get(f"model.layers.{i}.post_attention_layernorm.weight", (hid,)),
+        }
+
+    def head_quantized(self, tied: bool) -> tuple[Any, Any]:
+        """(head QMat [vocab, hidden], embedding QTensor [vocab, hidden]) kept quantized."""
+        shape = (self.c.vocab_size, self.c.hidden_size)
+        emb = self.getq("model.embed_tokens.weight", shape)
+        head = emb if tied else self.getq("lm_head.weight", shape)
+        return QMat([head]), emb
+
     def head(self, tied: bool) -> tuple[Tensor, Tensor | None]:
         """(head_t [hidden, vocab], embedding [vocab, hidden] or None when tied)."""
         shape = (self.c.vocab_size, self.c.hidden_size)
@@ -300,51 +361,75 @@ class LlamaForCausalLM(Module):
 
     config_class = LlamaConfig
 
-    def __init__(self, config: LlamaConfig, layers: list[LlamaBlock], norm: Tensor, head_t: Tensor,
-                 embed: Tensor | None = None) -> None:
+    def __init__(self, config: LlamaConfig, layers: list[LlamaBlock], norm: Tensor, head_t: Tensor | QMat,
+                 embed: Tensor | Any | None = None) -> None:
         """`head_t` is the output head `[hidden, vocab]`; `embed` the token embedding `[vocab, hidden]`, or
-        None when the head is tied (tokens are then looked up as columns of `head_t`)."""
+        None when the head is tied (tokens are then looked up as columns of `head_t`). Quantized: `head_t` a
+        `QMat` of the head `[vocab, hidden]` and `embed` the embedding's `QTensor` (the same blocks when tied);
+        the activation dtype is then the norm's."""
         super().__init__()
         self.config = config
         self.layers = ModuleList(layers)
         self.norm = _param(norm)
-        self.head_t = _param(head_t)
-        self.embed = _param(embed) if embed is not None else None
+        self._qembed = None
+        if isinstance(head_t, QMat):
+            self._q_head = head_t
+            self._qembed = embed
+            self.head_t = None
+            self.embed = None
+        else:
+            self._q_head = None
+            self.head_t = _param(head_t)
+            self.embed = _param(embed) if embed is not None else None
         self._rope_len = 0
         self._cos: Tensor | None = None
         self._sin: Tensor | None = None
 
     @property
     def device(self) -> Device:
-        return self.head_t.device
+        return self.norm.device
 
     @property
     def dtype(self) -> DType:
-        return self.head_t.dtype
+        return self.norm.dtype
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the projections are kept quantized (`QMat`s) rather than float."""
+        return self._q_head is not None
 
     # --- building --------------------------------------------------------------------------------
     @classmethod
     def from_weights(cls, config: LlamaConfig, weights: Weights, device: Device | str | None = "cpu",
                      dtype: DType | str | None = "float32", progress: Callable[[int], None] | None = None,
-                     threads: int | None = None) -> LlamaForCausalLM:
+                     threads: int | None = None, quantized: bool = False) -> LlamaForCausalLM:
         """Build the model from Hugging Face named weights (`model.layers.N.self_attn.q_proj.weight`...),
         checking every shape before reading; `progress(n)` is called as tensors are read.
 
         Tensors are read, dequantized, fused and transposed on the host by `threads` worker threads
-        (default: up to 4, numpy releases the GIL for that work), then moved to `device` in order."""
+        (default: up to 4, numpy releases the GIL for that work), then moved to `device` in order.
+        `quantized=True` (GGUF weights only: `weights.get_quantized`) keeps the projections, the embedding and
+        the head in their stored GGML blocks (`QMat`, `QTensor`); `dtype` is then the activation dtype."""
         dt = candle.dtype.as_dtype(dtype or "float32")
         dev = as_device(device if device is not None else "cpu")
         c = config
         reader = _HostReader(c, weights, dt, progress)
         tied = c.tie_word_embeddings or "lm_head.weight" not in weights
         n = threads if threads is not None else min(4, os.cpu_count() or 1)
+        if quantized and not hasattr(weights, "get_quantized"):
+            raise candle.CandleError(f"{cls.__name__}: quantized=True needs GGUF weights "
+                                     f"(got {type(weights).__name__})")
         with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-            head = pool.submit(reader.head, tied)  # the largest matrix: start it first
-            parts = list(pool.map(reader.layer, range(c.num_hidden_layers)))
+            head = pool.submit(reader.head_quantized if quantized else reader.head, tied)  # the largest: first
+            parts = list(pool.map(reader.layer_quantized if quantized else reader.layer, range(c.num_hidden_layers)))
             norm = reader.get("model.norm.weight", (c.hidden_size,))
             head_t, embed = head.result()
 
-        def on(t: Tensor | None) -> Tensor | None:
+        def on(t: Any) -> Any:
+            if isinstance(t, QMat):
+                return t.to(dev)
+            if t is not None and not isinstance(t, Tensor):  # a QTensor
+                return t.to(dev)
             return t.to(device=dev) if t is not None else None
 
         layers = [LlamaBlock(c, LlamaAttention(c, *(on(p[k]) for k in ("qkv_t", "o_t", "qkv_b", "o_b"))),
@@ -416,6 +501,8 @@ class LlamaForCausalLM(Module):
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         """Token embeddings `[N, hidden]` of the flattened ids."""
         ids = input_ids.reshape(-1)
+        if self._qembed is not None:
+            return qembedding(self._qembed, ids, self.dtype)
         if self.embed is not None:
             return candle.index_select(self.embed, 0, ids)
         return candle.index_select(self.head_t, 1, ids).t().contiguous()
@@ -452,7 +539,8 @@ class LlamaForCausalLM(Module):
             if last_only and t > 1:
                 h = h.reshape(b, t, -1).narrow(1, t - 1, 1).reshape(b, -1)
                 t = 1
-            logits = candle.rms_norm(h, self.norm, self.config.rms_norm_eps) @ self.head_t
+            hn = candle.rms_norm(h, self.norm, self.config.rms_norm_eps)
+            logits = self._q_head(hn) if self._q_head is not None else hn @ self.head_t
         if cache is not None:
             cache.position = start + input_ids.shape[1]
         return logits.reshape(b, t, -1)

@@ -21,6 +21,7 @@ from .conv import ConvKernels
 from .fused_attention import AttentionKernels
 from .fused_norm import NormKernels
 from .malloc import tune_malloc
+from .quantized import QuantKernels
 from .special import erf as _erf
 
 # numpy reports float overflow / invalid values as warnings; PyTorch is silent, so are we.
@@ -154,7 +155,7 @@ def _flat_positions(shape: Shape, index: np.ndarray, index_shape: Shape, dim: in
     return pos.reshape(-1)
 
 
-class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
+class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, QuantKernels, Backend):
     """candle's reference backend, on numpy."""
 
     name = "cpu"
@@ -402,11 +403,12 @@ class NumpyBackend(ConvKernels, NormKernels, AttentionKernels, Backend):
 
     # --- fused kernels ---------------------------------------------------------------------------
     def softmax_last_dim(self, x: np.ndarray, shape: Shape, dtype: DType) -> np.ndarray:
-        xf = x.astype(_F32) if dtype in _HALF else x
+        half = dtype in _HALF
+        xf = x.astype(_F32) if half else x
         e = xf - np.maximum.reduce(xf, axis=-1, keepdims=True)  # ufunc reduces: no Python wrapper per call
         np.exp(e, out=e)
         e /= np.add.reduce(e, axis=-1, keepdims=True)
-        return _a(e.astype(dtype.numpy, copy=False))
+        return e.astype(dtype.numpy) if half else e  # the ndim >= 1 result is always an array
 
     def log_softmax_last_dim(self, x: np.ndarray, shape: Shape, dtype: DType) -> np.ndarray:
         xf = x.astype(_F32) if dtype in _HALF else x
