@@ -15,6 +15,7 @@ error (also under CI=true), and nox never downloads an interpreter.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -40,6 +41,9 @@ TEST_PLUGINS = sorted(str(p.parent.relative_to(ROOT)) for p in (ROOT / "tests" /
 BACKEND_EXTRAS = {
     "cpu": [],
     "opencl": ["packages/candle-opencl", "pyopencl", "pocl-binary-distribution", "mako"],
+    # a GPU machine only (CI has none): CuPy's wheel for the driver's CUDA major version, cupy-cuda12x by
+    # default, CANDLE_CUPY=cupy-cuda13x for CUDA 13 drivers (packages/candle-cuda/README.md)
+    "cuda": [os.environ.get("CANDLE_CUPY", "cupy-cuda12x")],
 }
 
 nox.options.sessions = ["lint", "tests-3.11(cpu)"]

@@ -34,6 +34,7 @@ BENCHES: list[tuple[str, str]] = [
     ("train", "bench_train"),
     ("generate", "bench_generate"),
     ("opencl", "bench_opencl"),
+    ("cuda", "bench_cuda"),
 ]
 
 

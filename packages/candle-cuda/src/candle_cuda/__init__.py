@@ -1,9 +1,9 @@
-"""candle-cuda: the CUDA backend of candle, on CuPy. 0.1.0 is a skeleton: it registers the `cuda`
-device type and probes for devices; the kernels land with the CUDA backend issue.
+"""candle-cuda: the CUDA backend of candle, on CuPy (cuBLAS for matrix products, candle's own CUDA C
+kernels in `kernels/*.cu` for the fused ops and the quantized matmuls).
 
-Importing this package is light: CuPy is imported only by the probe and the backend.
+Importing this package is light: CuPy is imported by the plugin's probe and the backend.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
