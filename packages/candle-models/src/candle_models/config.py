@@ -31,6 +31,31 @@ def _int_list(v: Any) -> tuple[int, ...]:
     return (int(v),)
 
 
+def gguf_getter(md: Mapping[str, Any], arch: str) -> Any:
+    """`get(key, default=None, required=False)` reading `{arch}.{key}` from GGUF metadata."""
+
+    def get(key: str, default: Any = None, required: bool = False) -> Any:
+        full = f"{arch}.{key}"
+        if full not in md:
+            if required:
+                raise ConfigError(f"GGUF metadata lacks {full!r} (needed for the {arch} architecture)")
+            return default
+        return md[full]
+
+    return get
+
+
+def gguf_vocab_size(md: Mapping[str, Any], arch: str) -> int:
+    """`{arch}.vocab_size`, else the length of the GGUF tokenizer's token list."""
+    vocab = md.get(f"{arch}.vocab_size")
+    if vocab is None:
+        tokens = md.get("tokenizer.ggml.tokens")
+        if tokens is None:
+            raise ConfigError(f"GGUF metadata lacks {arch}.vocab_size and tokenizer.ggml.tokens")
+        vocab = len(tokens)
+    return int(vocab)
+
+
 @dataclass
 class LlamaConfig:
     """Llama 2/3, TinyLlama, SmolLM2, Mistral-style models: GQA, RoPE, RMSNorm, SwiGLU."""
@@ -151,22 +176,11 @@ class LlamaConfig:
         tied to the token embedding)."""
         arch = str(md.get("general.architecture", "llama"))
 
-        def get(key: str, default: Any = None, required: bool = False) -> Any:
-            full = f"{arch}.{key}"
-            if full not in md:
-                if required:
-                    raise ConfigError(f"GGUF metadata lacks {full!r} (needed for the {arch} architecture)")
-                return default
-            return md[full]
+        get = gguf_getter(md, arch)
 
         heads = int(get("attention.head_count", required=True))
         hidden = int(get("embedding_length", required=True))
-        vocab = get("vocab_size")
-        if vocab is None:
-            tokens = md.get("tokenizer.ggml.tokens")
-            if tokens is None:
-                raise ConfigError(f"GGUF metadata lacks {arch}.vocab_size and tokenizer.ggml.tokens")
-            vocab = len(tokens)
+        vocab = gguf_vocab_size(md, arch)
         head_dim = get("attention.key_length") or get("rope.dimension_count") or hidden // heads
         scaling = None
         kind = get("rope.scaling.type")

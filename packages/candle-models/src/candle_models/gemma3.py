@@ -53,7 +53,7 @@ from candle.nn.attention import rope_frequencies
 from candle.ops.attention import causal_mask, rope, scaled_dot_product_attention
 from candle.quantized import qembedding
 
-from .config import ConfigError
+from .config import ConfigError, gguf_getter, gguf_vocab_size
 from .layout import fuse_transposed
 from .llama import Weights, _weight
 from .quantized_weights import QMat, fuse_rows
@@ -229,23 +229,12 @@ class Gemma3Config:
         `head_dim ** -0.5` (`hidden / heads` for the 62-layer 27B model)."""
         arch = str(md.get("general.architecture", "gemma3"))
 
-        def get(key: str, default: Any = None, required: bool = False) -> Any:
-            full = f"{arch}.{key}"
-            if full not in md:
-                if required:
-                    raise ConfigError(f"GGUF metadata lacks {full!r} (needed for the {arch} architecture)")
-                return default
-            return md[full]
+        get = gguf_getter(md, arch)
 
         heads = int(get("attention.head_count", required=True))
         hidden = int(get("embedding_length", required=True))
         n_layers = int(get("block_count", required=True))
-        vocab = get("vocab_size")
-        if vocab is None:
-            tokens = md.get("tokenizer.ggml.tokens")
-            if tokens is None:
-                raise ConfigError(f"GGUF metadata lacks {arch}.vocab_size and tokenizer.ggml.tokens")
-            vocab = len(tokens)
+        vocab = gguf_vocab_size(md, arch)
         head_dim = int(get("attention.key_length") or hidden // heads)
         scaling = None
         kind = get("rope.scaling.type")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -69,6 +70,11 @@ def type_defines(dtype: DType, prefix: str = "") -> list[str]:
 
 def _source(name: str) -> str:
     return resources.files("candle_opencl").joinpath("kernels", name).read_text(encoding="utf-8")
+
+
+def _with_includes(text: str) -> str:
+    """The kernel text with each line `// @include NAME` replaced by kernels/NAME (one level)."""
+    return re.sub(r"^// @include (\S+)$", lambda m: _source(m.group(1)), text, flags=re.M)
 
 
 class CLArray:
@@ -244,7 +250,7 @@ class Runtime:
         opts = type_defines(dtype) + [f"-DSFX={sfx}"]
         if src is not None:
             opts += type_defines(src, "S_")
-        text = self._common + "\n" + _source(f"{file}.cl")
+        text = self._common + "\n" + _with_includes(_source(f"{file}.cl"))
         _stats.record("build", 0)
         import warnings
 
