@@ -214,7 +214,7 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16", "float32", "float16", "bfloat16"],
                    help="weights and compute dtype (f32); with GGUF weights kept quantized, the activation dtype")
     p.add_argument("--dequantize", action="store_true", default=None, help="GGUF: dequantize the weights at "
-                   "load (the float path: ~3x the memory; on the CPU ~20%% faster decode)")
+                   "load (the float path: ~3x the memory; faster decode on the numpy CPU backend)")
     p.add_argument("--quantized", dest="dequantize", action="store_false", help="GGUF: keep the weights "
                    "quantized (the default)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the generated text")

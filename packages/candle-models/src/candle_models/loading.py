@@ -114,8 +114,8 @@ def load_model(path_or_id: str | os.PathLike[str] | None = None, device: Any = "
     False never, True always (after a second). `dequantize`: for GGUF files, True dequantizes the weights to
     `dtype` at load (the float path), False keeps them in their GGML blocks (`dtype` is then the activation
     dtype; the default, None, means the same: weights stay quantized on every device). On the numpy CPU
-    backend the float path decodes about 20% faster but needs ~3x the memory (see docs/quantized.md). Other
-    sources always load as float.
+    backend the float path decodes faster (~1.6x with two BLAS threads) but needs ~3x the memory (see
+    docs/quantized.md). Other sources always load as float.
     """
     t0 = time.perf_counter()
     src = resolve_model(path_or_id)
