@@ -19,7 +19,6 @@ probe's reason; nothing GPU-side is verified by a run that skipped them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_helpers import SDPA_MASKS, SDPA_SHAPES, fused_and_composed, sdpa_inputs
+from model_helpers import greedy, installed_path, load_reference
 
 import candle
 import candle.testing
@@ -407,12 +408,6 @@ def _t(a: np.ndarray, **kw: Any) -> candle.Tensor:
     return candle.tensor(a, device=DEV, **kw)
 
 
-def _both(fn: Any) -> tuple[np.ndarray, np.ndarray]:
-    """fn() with the fused kernels and with core's composition, as float64 arrays."""
-    got = fn()
-    with candle.testing.composed_only():
-        ref = fn()
-    return got.to(dtype="f32").numpy().astype(np.float64), ref.to(dtype="f32").numpy().astype(np.float64)
 
 
 TOL = {"f32": (2e-5, 2e-5), "f16": (2e-3, 2e-3), "bf16": (1.6e-2, 1.6e-2), "f64": (1e-12, 1e-12)}
@@ -431,7 +426,7 @@ def test_row_kernels_against_composition(dtype: str, d: int) -> None:
                      ("rms_norm", lambda: candle.nn.functional.rms_norm(x, (d,), w, eps=1e-6)),
                      ("layer_norm", lambda: candle.nn.functional.layer_norm(x, (d,), w, b, eps=1e-5)),
                      ("silu_mul", lambda: candle.silu_mul(x, x * 0.5))):
-        got, ref = _both(fn)
+        got, ref = fused_and_composed(fn, via="f32")
         np.testing.assert_allclose(got, ref, rtol=r, atol=a, err_msg=f"{name} {dtype} d={d}")
 
 
@@ -445,7 +440,7 @@ def test_rope_against_composition_and_in_place(dtype: str, interleaved: bool) ->
     x4 = _t(rng.standard_normal((2, 11, 9, 64)), dtype=dtype).transpose(1, 2)  # strided [2, 9, 11, 64]
     cos = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
     sin = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
-    got, ref = _both(lambda: rope(x4, cos, sin, interleaved=interleaved))
+    got, ref = fused_and_composed(lambda: rope(x4, cos, sin, interleaved=interleaved), via="f32")
     tol = 2e-5 if dtype == "f32" else 3e-2  # the composition rounds each bf16 product, the kernel once
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     rope(x4, cos, sin, interleaved=interleaved, out=x4)  # in place on the strided view itself
@@ -454,26 +449,13 @@ def test_rope_against_composition_and_in_place(dtype: str, interleaved: bool) ->
 
 @gpu
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "f64"])
-@pytest.mark.parametrize("lq,s,hq,hk,e", [(1, 77, 9, 3, 64), (3, 300, 8, 8, 128), (1, 20_000, 4, 1, 64),
-                                          (70, 70, 9, 3, 64), (33, 130, 4, 2, 256), (5, 40, 2, 1, 40)])
-@pytest.mark.parametrize("masking", ["none", "causal", "offset", "bool", "add"])
+@pytest.mark.parametrize("lq,s,hq,hk,e", SDPA_SHAPES)
+@pytest.mark.parametrize("masking", SDPA_MASKS)
 def test_sdpa_kernels_against_composition(dtype: str, lq: int, s: int, hq: int, hk: int, e: int,
                                           masking: str) -> None:
     F = candle.nn.functional
-    rng = np.random.default_rng(lq * 1000 + s)
-    q = _t(rng.standard_normal((2, hq, lq, e)), dtype=dtype)
-    k = _t(rng.standard_normal((2, s, hk, e)), dtype=dtype).transpose(1, 2)  # strided like a cache view
-    v = _t(rng.standard_normal((2, hk, s, e)), dtype=dtype)
-    kw: dict[str, Any] = {"enable_gqa": hq != hk}
-    if masking == "causal":
-        kw["is_causal"] = True
-    elif masking == "offset":
-        kw["causal_offset"] = s - lq
-    elif masking == "bool":
-        kw["attn_mask"] = _t(rng.random((1, 1, lq, s)) > 0.3)
-    elif masking == "add":
-        kw["attn_mask"] = _t(rng.standard_normal((2, 1, lq, s)), dtype=dtype)
-    got, ref = _both(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
+    q, k, v, kw = sdpa_inputs(DEV, 2, dtype, lq, s, hq, hk, e, masking)
+    got, ref = fused_and_composed(lambda: F.scaled_dot_product_attention(q, k, v, **kw), via="f32")
     r, a = TOL[dtype]
     np.testing.assert_allclose(got, ref, rtol=r * 4, atol=a * 4)
 
@@ -572,26 +554,9 @@ def smollm2_cuda() -> Any:
     from candle_models import model_files
     from candle_models.loading import load_model
 
-    try:
-        path = os.fspath(model_files.smollm2_gguf_path())
-    except model_files.ModelNotFoundError:
-        pytest.skip(f"SmolLM2 is not installed ({model_files.SMOLLM2_INSTALL})")
-    data = dict(np.load(FIXTURE))
-    info = json.loads(bytes(data.pop("info")).decode())
-    if os.path.getsize(path) != info["gguf_size"]:
-        pytest.skip("the reference fixture was computed for another SmolLM2 file")
+    path = installed_path(model_files.smollm2_gguf_path, model_files.SMOLLM2_INSTALL, "SmolLM2")
+    data = load_reference(FIXTURE, path, "SmolLM2")
     return load_model(path, device=DEV, tokenizer=False, progress=False), data
-
-
-def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
-    cache = model.new_cache(1, len(ids) + n)
-    logits = model(candle.tensor([ids], dtype=candle.int64, device=DEV), cache, last_only=True)
-    out: list[int] = []
-    for _ in range(n):
-        tok = int(logits[0, -1].argmax().item())
-        out.append(tok)
-        logits = model(candle.tensor([[tok]], dtype=candle.int64, device=DEV), cache, last_only=True)
-    return out
 
 
 @gpu
@@ -602,4 +567,4 @@ def test_smollm2_greedy_tokens_equal_cpu(smollm2_cuda: Any) -> None:
     for key in prompts:
         i = key.split("_")[1]
         want = ref[f"greedy_{i}"].tolist()  # transformers' tokens, which the cpu backend reproduces
-        assert _greedy(lm.model, ref[key].tolist(), len(want)) == want, key
+        assert greedy(lm.model, ref[key].tolist(), len(want), device=DEV) == want, key

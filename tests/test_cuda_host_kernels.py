@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_helpers import SDPA_MASKS, fused_and_composed, sdpa_inputs, stand_in_backend
 
 import candle
 import candle.testing
@@ -261,19 +262,7 @@ class HostKernelRuntime(KernelModelRuntime):
         self.last_args[op] = args
 
 
-def _backend() -> CudaBackend:
-    from candle.device import Device
-
-    class HostCudaBackend(CudaBackend):
-        name = DEV
-
-    dev = Device(DEV)
-    be = HostCudaBackend(HostKernelRuntime(), dev)
-    dev._backend = be
-    return be
-
-
-BACKEND = _backend()
+BACKEND = stand_in_backend(CudaBackend, HostKernelRuntime(), DEV)
 RT: HostKernelRuntime = BACKEND.rt
 
 #: the kit's cases that reach the CUDA C kernels (the rest run CuPy/numpy routines, checked on the
@@ -291,11 +280,6 @@ def _t(a: np.ndarray, **kw: Any) -> candle.Tensor:
     return candle.tensor(a, device=DEV, **kw)
 
 
-def _both(fn: Any) -> tuple[np.ndarray, np.ndarray]:
-    got = fn()
-    with candle.testing.composed_only():
-        ref = fn()
-    return got.to(dtype="f64").numpy(), ref.to(dtype="f64").numpy()
 
 
 TOL = {"f32": (2e-5, 2e-5), "f16": (2e-3, 2e-3), "bf16": (1.6e-2, 1.6e-2), "f64": (1e-12, 1e-12)}
@@ -323,7 +307,7 @@ def test_row_kernels_against_composition(dtype: str, d: int, rows: int) -> None:
                      ("rms_norm", lambda: F.rms_norm(x, (d,), w, eps=1e-6)),
                      ("layer_norm", lambda: F.layer_norm(x, (d,), w, b, eps=1e-5)),
                      ("silu_mul", lambda: candle.silu_mul(x, x * 0.5))):
-        got, ref = _both(fn)
+        got, ref = fused_and_composed(fn)
         np.testing.assert_allclose(got, ref, rtol=r, atol=a, err_msg=f"{name} {dtype} d={d}")
     assert {f"softmax_{dtype}", f"rms_norm_{dtype}", f"layer_norm_{dtype}", f"silu_mul_{dtype}"} <= set(RT.launched)
     vec = int(RT.last_args["layer_norm"][-1])  # rows moved in 16-byte words: whole words, aligned arrays
@@ -332,31 +316,18 @@ def test_row_kernels_against_composition(dtype: str, d: int, rows: int) -> None:
 
 _SHAPES = [(1, 77, 9, 3, 64), (3, 200, 4, 4, 128), (1, 13_000, 2, 1, 32), (40, 40, 6, 2, 64), (33, 90, 4, 2, 256),
            (5, 40, 2, 1, 40)]
-_MASKS = ["none", "causal", "offset", "bool", "add"]
 
 
 @pytest.mark.parametrize("dtype,lq,s,hq,hk,e,masking",
-                         [(dt, *sh, m) for dt in ("f32", "bf16") for sh in _SHAPES for m in _MASKS]
+                         [(dt, *sh, m) for dt in ("f32", "bf16") for sh in _SHAPES for m in SDPA_MASKS]
                          + [(dt, *sh, m) for dt in ("f16", "f64") for sh in (_SHAPES[0], _SHAPES[3])
                             for m in ("offset", "add")])
 def test_sdpa_kernels_against_composition(dtype: str, lq: int, s: int, hq: int, hk: int, e: int,
                                           masking: str) -> None:
     F = candle.nn.functional
-    rng = np.random.default_rng(lq * 1000 + s)
-    q = _t(rng.standard_normal((1, hq, lq, e)), dtype=dtype)
-    k = _t(rng.standard_normal((1, s, hk, e)), dtype=dtype).transpose(1, 2)  # strided like a cache view
-    v = _t(rng.standard_normal((1, hk, s, e)), dtype=dtype)
-    kw: dict[str, Any] = {"enable_gqa": hq != hk}
-    if masking == "causal":
-        kw["is_causal"] = True
-    elif masking == "offset":
-        kw["causal_offset"] = s - lq
-    elif masking == "bool":
-        kw["attn_mask"] = _t(rng.random((1, 1, lq, s)) > 0.3)
-    elif masking == "add":
-        kw["attn_mask"] = _t(rng.standard_normal((1, 1, lq, s)), dtype=dtype)
+    q, k, v, kw = sdpa_inputs(DEV, 1, dtype, lq, s, hq, hk, e, masking)
     RT.launched.clear()
-    got, ref = _both(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
+    got, ref = fused_and_composed(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
     cts = 8 if dtype == "f64" else 4
     want = "sdpa_decode" if launch.use_decode_kernel(lq, hq // hk, s, e, cts) else "sdpa_flash"
     assert f"{want}_{dtype}" in RT.launched
@@ -385,7 +356,7 @@ def test_rope_kernel_in_place_on_a_strided_view(dtype: str, interleaved: bool) -
     x4 = _t(rng.standard_normal((2, 11, 3, 64)), dtype=dtype).transpose(1, 2)
     cos = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
     sin = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
-    got, ref = _both(lambda: rope(x4, cos, sin, interleaved=interleaved))
+    got, ref = fused_and_composed(lambda: rope(x4, cos, sin, interleaved=interleaved))
     tol = 1e-6 if dtype == "f32" else 3e-2
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     rope(x4, cos, sin, interleaved=interleaved, out=x4)  # in place on the strided view itself

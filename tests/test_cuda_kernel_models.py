@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_helpers import SDPA_MASKS, SDPA_SHAPES, fused_and_composed, sdpa_inputs, stand_in_backend
 
 import candle
 import candle.testing
@@ -261,19 +262,7 @@ class KernelModelRuntime(EmulatedRuntime):
         _store(out.reshape(p.batch, p.n, p.m), c.transpose(0, 2, 1), dtype)
 
 
-def _backend() -> CudaBackend:
-    from candle.device import Device
-
-    class ModelledCudaBackend(CudaBackend):
-        name = DEV
-
-    dev = Device(DEV)
-    be = ModelledCudaBackend(KernelModelRuntime(), dev)
-    dev._backend = be
-    return be
-
-
-BACKEND = _backend()
+BACKEND = stand_in_backend(CudaBackend, KernelModelRuntime(), DEV)
 RT: KernelModelRuntime = BACKEND.rt
 
 TestConformanceKernelModels = candle.testing.conformance_suite(DEV, dtypes=("f32", "f16", "bf16", "f64", "i64"))
@@ -283,33 +272,15 @@ def _t(a: np.ndarray, **kw: Any) -> candle.Tensor:
     return candle.tensor(a, device=DEV, **kw)
 
 
-def _both(fn: Any) -> tuple[np.ndarray, np.ndarray]:
-    got = fn()
-    with candle.testing.composed_only():
-        ref = fn()
-    return got.to(dtype="f64").numpy(), ref.to(dtype="f64").numpy()
 
 
-@pytest.mark.parametrize("lq,s,hq,hk,e", [(1, 77, 9, 3, 64), (3, 300, 8, 8, 128), (1, 20_000, 4, 1, 64),
-                                          (70, 70, 9, 3, 64), (33, 130, 4, 2, 256), (5, 40, 2, 1, 40)])
-@pytest.mark.parametrize("masking", ["none", "causal", "offset", "bool", "add"])
+@pytest.mark.parametrize("lq,s,hq,hk,e", SDPA_SHAPES)
+@pytest.mark.parametrize("masking", SDPA_MASKS)
 def test_sdpa_launches(lq: int, s: int, hq: int, hk: int, e: int, masking: str) -> None:
     F = candle.nn.functional
-    rng = np.random.default_rng(lq * 1000 + s)
-    q = _t(rng.standard_normal((2, hq, lq, e)).astype(np.float32))
-    k = _t(rng.standard_normal((2, s, hk, e)).astype(np.float32)).transpose(1, 2)  # strided like a cache view
-    v = _t(rng.standard_normal((2, hk, s, e)).astype(np.float32))
-    kw: dict[str, Any] = {"enable_gqa": hq != hk}
-    if masking == "causal":
-        kw["is_causal"] = True
-    elif masking == "offset":
-        kw["causal_offset"] = s - lq
-    elif masking == "bool":
-        kw["attn_mask"] = _t(rng.random((1, 1, lq, s)) > 0.3)
-    elif masking == "add":
-        kw["attn_mask"] = _t(rng.standard_normal((2, 1, lq, s)).astype(np.float32))
+    q, k, v, kw = sdpa_inputs(DEV, 2, "f32", lq, s, hq, hk, e, masking)
     RT.launched.clear()
-    got, ref = _both(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
+    got, ref = fused_and_composed(lambda: F.scaled_dot_product_attention(q, k, v, **kw))
     want = "sdpa_decode_f32" if launch.use_decode_kernel(lq, hq // hk, s, e, 4) else "sdpa_flash_f32"
     assert want in RT.launched
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
@@ -325,7 +296,7 @@ def test_rope_launch_on_strided_views_and_in_place(dtype: str, interleaved: bool
     cos = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
     sin = _t(rng.standard_normal((1, 11, 32)), dtype=dtype)
     tol = 1e-6 if dtype == "f32" else 3e-2  # the composition rounds each bf16 product, the kernel once
-    got, ref = _both(lambda: rope(x4, cos, sin, interleaved=interleaved))
+    got, ref = fused_and_composed(lambda: rope(x4, cos, sin, interleaved=interleaved))
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
     y = x4.contiguous()
     rope(y, cos, sin, interleaved=interleaved, out=y)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_helpers import DictWeights, greedy, installed_path, load_reference, logits_np
 
 import candle
 from candle_models import model_files
@@ -51,40 +52,6 @@ NEW_TOKENS = 20
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-def greedy(model: Any, ids: list[int], n: int, device: Any = None, max_len: int | None = None) -> list[int]:
-    """n argmax tokens with the KV cache (end-of-sequence tokens neither stop nor are skipped)."""
-    cache = model.new_cache(1, max_len or len(ids) + n)
-    logits = model(candle.tensor([ids], dtype=candle.int64, device=device), cache, last_only=True)
-    out: list[int] = []
-    for _ in range(n):
-        tok = int(logits[0, -1].argmax().item())
-        out.append(tok)
-        logits = model(candle.tensor([[tok]], dtype=candle.int64, device=device), cache, last_only=True)
-    return out
-
-
-def logits_np(model: Any, ids: list[int] | list[list[int]], *args: Any, **kw: Any) -> np.ndarray:
-    batch = ids if ids and isinstance(ids[0], list) else [ids]
-    return model(candle.tensor(batch, dtype=candle.int64), *args, **kw).numpy()
-
-
-class DictWeights:
-    """The `Weights` protocol over a dict of numpy arrays (shape-checked like WeightStore)."""
-
-    def __init__(self, d: dict[str, np.ndarray]) -> None:
-        self.d = d
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.d
-
-    def get(self, name: str, shape: Any = None, dtype: Any = None) -> candle.Tensor:
-        a = self.d[name]
-        if shape is not None and tuple(shape) != a.shape:
-            raise candle.ShapeError(f"{name}: {a.shape} != {shape}")
-        t = candle.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        return t.to(dtype=dtype) if dtype is not None else t
-
-
 def tiny_config(**kw: Any) -> Gemma3Config:
     base: dict[str, Any] = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=6,
                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
@@ -185,19 +152,12 @@ def reference_forward(cfg: Gemma3Config, w: dict[str, np.ndarray], ids: list[int
 # --- Gemma-3-270M against the committed transformers reference --------------------------------------------
 @pytest.fixture(scope="module")
 def gemma_path() -> str:
-    try:
-        return os.fspath(model_files.gemma3_gguf_path())
-    except model_files.ModelNotFoundError:
-        pytest.skip(f"Gemma-3-270M is not installed ({model_files.GEMMA3_INSTALL})")
+    return installed_path(model_files.gemma3_gguf_path, model_files.GEMMA3_INSTALL, "Gemma-3-270M")
 
 
 @pytest.fixture(scope="module")
 def ref(gemma_path: str) -> dict[str, Any]:
-    data = dict(np.load(FIXTURE))
-    info = json.loads(bytes(data.pop("info")).decode())
-    if os.path.getsize(gemma_path) != info["gguf_size"]:
-        pytest.skip(f"{FIXTURE.name} was computed for another Gemma file (size {info['gguf_size']})")
-    return {"info": info, **data}
+    return load_reference(FIXTURE, gemma_path, "Gemma")
 
 
 @pytest.fixture(scope="module")

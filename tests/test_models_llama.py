@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_helpers import DictWeights, greedy, installed_path, load_reference, logits_np
 
 import candle
 from candle_models import model_files
@@ -37,24 +38,6 @@ from candle_models.registry import UnknownArchitectureError, get_architecture, k
 
 FIXTURE = Path(__file__).parent / "fixtures" / "smollm2_reference.npz"
 NEW_TOKENS = 20
-
-
-# --- helpers ---------------------------------------------------------------------------------------------
-def greedy(model: Any, ids: list[int], n: int, device: Any = None) -> list[int]:
-    """n argmax tokens with the KV cache (end-of-sequence tokens neither stop nor are skipped)."""
-    cache = model.new_cache(1, len(ids) + n)
-    logits = model(candle.tensor([ids], dtype=candle.int64, device=device), cache, last_only=True)
-    out: list[int] = []
-    for _ in range(n):
-        tok = int(logits[0, -1].argmax().item())
-        out.append(tok)
-        logits = model(candle.tensor([[tok]], dtype=candle.int64, device=device), cache, last_only=True)
-    return out
-
-
-def logits_np(model: Any, ids: list[int] | list[list[int]], **kw: Any) -> np.ndarray:
-    batch = ids if ids and isinstance(ids[0], list) else [ids]
-    return model(candle.tensor(batch, dtype=candle.int64), **kw).numpy()
 
 
 def tiny_config(**kw: Any) -> LlamaConfig:
@@ -112,19 +95,12 @@ def write_folder(folder: Path, cfg: LlamaConfig | dict[str, Any], weights: dict[
 # --- SmolLM2 against the committed transformers reference -----------------------------------------------
 @pytest.fixture(scope="module")
 def smollm2_path() -> str:
-    try:
-        return os.fspath(model_files.smollm2_gguf_path())
-    except model_files.ModelNotFoundError:
-        pytest.skip(f"SmolLM2 is not installed ({model_files.SMOLLM2_INSTALL})")
+    return installed_path(model_files.smollm2_gguf_path, model_files.SMOLLM2_INSTALL, "SmolLM2")
 
 
 @pytest.fixture(scope="module")
 def ref(smollm2_path: str) -> dict[str, Any]:
-    data = dict(np.load(FIXTURE))
-    info = json.loads(bytes(data.pop("info")).decode())
-    if os.path.getsize(smollm2_path) != info["gguf_size"]:
-        pytest.skip(f"{FIXTURE.name} was computed for another SmolLM2 file (size {info['gguf_size']})")
-    return {"info": info, **data}
+    return load_reference(FIXTURE, smollm2_path, "SmolLM2")
 
 
 @pytest.fixture(scope="module")
@@ -309,27 +285,11 @@ def test_rope_freq_factors_equal_llama3_scaling() -> None:
     factors = rope_frequencies(cfg.head_dim, cfg.rope_theta) / rope_frequencies(cfg.head_dim, cfg.rope_theta, scaling)
     cfg2 = tiny_config(rope_freq_factors=tuple(float(f) for f in factors), max_position_embeddings=256)
     store = {k: candle.from_numpy(v) for k, v in w.items()}
-    a = LlamaForCausalLM.from_weights(cfg, _DictWeights(store))
-    b = LlamaForCausalLM.from_weights(cfg2, _DictWeights(store))
+    a = LlamaForCausalLM.from_weights(cfg, DictWeights(store))
+    b = LlamaForCausalLM.from_weights(cfg2, DictWeights(store))
     ids = [list(range(1, 60))]
     np.testing.assert_allclose(b(candle.tensor(ids)).numpy(), a(candle.tensor(ids)).numpy(), atol=1e-5, rtol=1e-5)
     assert max(factors) == 8.0 and min(factors) < 8.0  # the scaling is not trivial here
-
-
-class _DictWeights:
-    """The `Weights` protocol over a dict of tensors (shape-checked like WeightStore)."""
-
-    def __init__(self, d: dict[str, candle.Tensor]) -> None:
-        self.d = d
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.d
-
-    def get(self, name: str, shape: Any = None, dtype: Any = None) -> candle.Tensor:
-        t = self.d[name]
-        if shape is not None and tuple(shape) != t.shape:
-            raise candle.ShapeError(f"{name}: {t.shape} != {shape}")
-        return t.to(dtype=dtype) if dtype is not None else t
 
 
 # --- loading from folders --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_helpers import installed_path
 
 import candle
 from candle.io import GGUFReader
@@ -20,10 +21,9 @@ PROMPT = [1, 504, 3458, 282, 4649, 314]  # token ids: the text does not matter, 
 
 
 def _path(kind: str) -> str:
-    try:
-        return os.fspath(model_files.smollm2_gguf_path() if kind == "smollm2" else model_files.gemma3_gguf_path())
-    except model_files.ModelNotFoundError:
-        pytest.skip(f"{kind} is not installed")
+    if kind == "smollm2":
+        return installed_path(model_files.smollm2_gguf_path, model_files.SMOLLM2_INSTALL, "SmolLM2")
+    return installed_path(model_files.gemma3_gguf_path, model_files.GEMMA3_INSTALL, "Gemma-3-270M")
 
 
 def _greedy(model: Any, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:

@@ -12,8 +12,6 @@ CANDLE_TEST_BACKENDS=opencl, conftest fails the run instead).
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import subprocess
 import sys
 import warnings
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_helpers import greedy, installed_path, load_reference
 
 import candle
 from conftest import available_devices
@@ -295,45 +294,17 @@ def test_integer_division_by_zero_does_not_crash() -> None:
 FIXTURE = ROOT / "tests" / "fixtures" / "smollm2_reference.npz"
 
 
-def _smollm2_path() -> str:
-    from candle_models import model_files
-
-    try:
-        return os.fspath(model_files.smollm2_gguf_path())
-    except model_files.ModelNotFoundError:
-        pytest.skip(f"SmolLM2 is not installed ({model_files.SMOLLM2_INSTALL})")
-
-
-@pytest.fixture(scope="module", params=["default", "float32"])
+@pytest.fixture(scope="module", params=["quantized", "float32"])
 def smollm2_opencl(request: pytest.FixtureRequest) -> Any:
-    """SmolLM2 on opencl with the device's default weights (the GGUF's blocks, `qmatmul`, where the
-    loader keeps them quantized) and with weights dequantized to float32 at load."""
-    import inspect
-
+    """SmolLM2 on opencl with its GGUF blocks kept (`qmatmul`, the loader's default) and with weights
+    dequantized to float32 at load."""
+    from candle_models import model_files
     from candle_models.loading import load_model
 
-    path = _smollm2_path()
-    data = dict(np.load(FIXTURE))
-    info = json.loads(bytes(data.pop("info")).decode())
-    if os.path.getsize(path) != info["gguf_size"]:
-        pytest.skip("the reference fixture was computed for another SmolLM2 file")
-    kw: dict[str, Any] = {}
-    if request.param == "float32":
-        if "dequantize" not in inspect.signature(load_model).parameters:
-            pytest.skip("load_model has no dequantize option: the default already is float32")
-        kw["dequantize"] = True
-    return load_model(path, device=DEV, tokenizer=False, progress=False, **kw), data
-
-
-def _greedy(model: Any, ids: list[int], n: int) -> list[int]:
-    cache = model.new_cache(1, len(ids) + n)
-    logits = model(candle.tensor([ids], dtype=candle.int64, device=DEV), cache, last_only=True)
-    out: list[int] = []
-    for _ in range(n):
-        tok = int(logits[0, -1].argmax().item())
-        out.append(tok)
-        logits = model(candle.tensor([[tok]], dtype=candle.int64, device=DEV), cache, last_only=True)
-    return out
+    path = installed_path(model_files.smollm2_gguf_path, model_files.SMOLLM2_INSTALL, "SmolLM2")
+    data = load_reference(FIXTURE, path, "SmolLM2")
+    lm = load_model(path, device=DEV, tokenizer=False, progress=False, dequantize=request.param == "float32")
+    return lm, data
 
 
 def test_smollm2_greedy_tokens_equal_cpu(smollm2_opencl: Any) -> None:
@@ -344,7 +315,7 @@ def test_smollm2_greedy_tokens_equal_cpu(smollm2_opencl: Any) -> None:
     for key in prompts:
         i = key.split("_")[1]
         want = ref[f"greedy_{i}"].tolist()  # transformers' tokens, which the cpu backend reproduces
-        assert _greedy(lm.model, ref[key].tolist(), len(want)) == want, key
+        assert greedy(lm.model, ref[key].tolist(), len(want), device=DEV) == want, key
 
 
 def test_smollm2_forward_stays_on_the_device(smollm2_opencl: Any, ocl: ModuleType) -> None:
@@ -365,7 +336,9 @@ def test_smollm2_forward_stays_on_the_device(smollm2_opencl: Any, ocl: ModuleTyp
 
 def test_cli_generate_on_opencl_matches_cpu() -> None:
     """`candle generate --device opencl` prints the same greedy text as `--device cpu`."""
-    path = _smollm2_path()
+    from candle_models import model_files
+
+    path = installed_path(model_files.smollm2_gguf_path, model_files.SMOLLM2_INSTALL, "SmolLM2")
     texts = []
     for dev in ("cpu", DEV):
         cmd = [sys.executable, "-m", "candle_models", "generate", "--model", path, "-p", "The capital of France is",
