@@ -162,16 +162,13 @@ def bench_norms(cfg: Config) -> Table:
 
 
 _DECODE_CHILD = """
-import inspect, sys, time
+import sys, time
 import numpy as np
 import candle
 from candle_models.loading import load_model
 
 path, device, steps, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-kw = {}
-if mode != "default" and "dequantize" in inspect.signature(load_model).parameters:
-    kw["dequantize"] = mode == "float"
-m = load_model(path, device=device, tokenizer=False, progress=False, **kw).model
+m = load_model(path, device=device, tokenizer=False, progress=False, dequantize=mode == "float").model
 cache = m.new_cache(1, 16 + steps + 4)
 logits = m(candle.tensor([[1, 504, 2988, 314, 42, 216, 34, 32]], device=device), cache, last_only=True)
 tok = int(logits[0, -1].argmax().item())
@@ -185,10 +182,10 @@ print(1.0 / float(np.median(times)), "quantized" if getattr(m, "quantized", Fals
 """
 
 
-def _decode_tps(path: str, device: str, steps: int, mode: str = "default") -> tuple[float, str]:
+def _decode_tps(path: str, device: str, steps: int, mode: str) -> tuple[float, str]:
     """(decode tokens/s, weight kind) in a fresh process: PoCL's worker threads and OpenBLAS's would
-    otherwise share (and fight over) the same two cores in one process. `mode`: default (the device's
-    default weights), float (dequantized to float32 at load) or quantized (GGML blocks)."""
+    otherwise share (and fight over) the same two cores in one process. `mode`: float (dequantized
+    to float32 at load) or quantized (the GGML blocks, the loader's default)."""
     GATE.wait(threaded=True)
     out = subprocess.run([sys.executable, "-c", _DECODE_CHILD, path, device, str(steps), mode], capture_output=True,
                          text=True, check=True)
