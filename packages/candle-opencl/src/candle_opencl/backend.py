@@ -19,6 +19,7 @@ from candle.backend import Backend
 from candle.device import Device
 from candle.dtype import DType, bfloat16, float16, float32, int64, uint8
 from candle.errors import DTypeError, UnsupportedError
+from candle.strides import view_strides
 
 from .fused import FusedKernels
 from .quant import QuantKernels
@@ -54,29 +55,6 @@ _VEC = frozenset({"neg", "sqr", "abs", "sqrt", "rsqrt", "recip", "exp", "expm1",
 
 def _n(shape: Shape) -> int:
     return math.prod(shape)
-
-
-def _view_strides(shape: Shape, strides: Shape, new: Shape) -> Shape | None:
-    """Strides viewing `new` on memory laid out as (shape, strides), or None (PyTorch's computeStride)."""
-    if _n(shape) == 0 or not shape:
-        return dense_strides(new)
-    out = [0] * len(new)
-    view_d = len(new) - 1
-    base = strides[-1]
-    t_numel = v_numel = 1
-    for d in range(len(shape) - 1, -1, -1):
-        t_numel *= shape[d]
-        if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != t_numel * base):
-            while view_d >= 0 and (v_numel < t_numel or new[view_d] == 1):
-                out[view_d] = v_numel * base
-                v_numel *= new[view_d]
-                view_d -= 1
-            if v_numel != t_numel:
-                return None
-            if d > 0:
-                base = strides[d - 1]
-                t_numel = v_numel = 1
-    return tuple(out) if view_d == -1 else None
 
 
 def _pack(*fields: Any, size: int) -> np.ndarray:
@@ -257,7 +235,7 @@ class OpenCLBackend(QuantKernels, FusedKernels, Backend):
     def reshape(self, x: CLArray, shape: Shape, new_shape: Shape) -> CLArray:
         if is_dense(x.shape, x.strides):
             return x.view(new_shape, dense_strides(new_shape))
-        st = _view_strides(x.shape, x.strides, new_shape)
+        st = view_strides(x.shape, x.strides, new_shape)
         if st is None:
             y = self._copy(x)
             return y.view(new_shape, dense_strides(new_shape))

@@ -23,6 +23,7 @@ import pyopencl.tools  # noqa: F401 - MemoryPool, ImmediateAllocator
 
 from candle.dtype import DType
 from candle.errors import DTypeError
+from candle.strides import dense_strides
 
 from . import _stats
 
@@ -103,13 +104,6 @@ class CLArray:
         return f"CLArray({self.dtype.short}, shape={self.shape}, strides={self.strides}, offset={self.offset})"
 
 
-def dense_strides(shape: Shape) -> Shape:
-    st = [0] * len(shape)
-    acc = 1
-    for i in range(len(shape) - 1, -1, -1):
-        st[i] = acc
-        acc *= shape[i]
-    return tuple(st)
 
 
 def is_dense(shape: Shape, strides: Shape) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..autograd import state as _ag_state
 from ..errors import ShapeError, fmt_shape
+from ..strides import view_strides
 from ..tensor import Tensor
 from ._base import like, make, needs_grad, norm_dim, norm_dims, numel, record, zeros_of
 
@@ -38,27 +39,6 @@ def infer_shape(shape: tuple[int, ...], n: int, op: str, src: tuple[int, ...]) -
     return shape
 
 
-def _viewable(shape: tuple[int, ...], strides: tuple[int, ...], new: tuple[int, ...]) -> bool:
-    """Whether `new` can view memory laid out with `strides` (PyTorch's chunk-matching rule)."""
-    if numel(shape) == 0 or not shape:
-        return True
-    view_d = len(new) - 1
-    base = strides[-1]
-    t_numel = v_numel = 1
-    for d in range(len(shape) - 1, -1, -1):
-        t_numel *= shape[d]
-        if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != t_numel * base):
-            while view_d >= 0 and (v_numel < t_numel or new[view_d] == 1):
-                v_numel *= new[view_d]
-                view_d -= 1
-            if v_numel != t_numel:
-                return False
-            if d > 0:
-                base = strides[d - 1]
-                t_numel = v_numel = 1
-    return view_d == -1
-
-
 def reshape(x: Tensor, *shape: Any) -> Tensor:
     """A tensor with the same elements and a new shape (one dim may be -1); a view when possible."""
     new = _shape_args(shape)
@@ -79,7 +59,7 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
 def view(x: Tensor, *shape: Any) -> Tensor:
     """Like `reshape`, but raises instead of copying when the layout does not allow a view."""
     new = infer_shape(_shape_args(shape), x.numel(), "view", x._shape)
-    if not x._backend.is_contiguous(x._data, x._shape) and not _viewable(x._shape, x.stride(), new):
+    if not x._backend.is_contiguous(x._data, x._shape) and view_strides(x._shape, x.stride(), new) is None:
         raise ShapeError(f"view: shape {fmt_shape(new)} is not compatible with the strides of a tensor of shape "
                          f"{fmt_shape(x._shape)}; use reshape() or contiguous() first")
     return reshape(x, new)
